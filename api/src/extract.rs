@@ -1,0 +1,92 @@
+//! Extractors that answer bad input with our problem+json, never the framework's plain text.
+
+use axum::{
+    body::Body,
+    extract::{FromRequest, FromRequestParts, Request},
+    http::{header, request::Parts},
+};
+use serde_json::Value;
+
+use crate::{auth::Auth, problem::Problem, AppState};
+
+/// A JSON body: `application/json` (415 otherwise), within the size limit (413), well-formed
+/// (400). Kept as a `Value` so validation can name every bad field at once (422).
+pub struct JsonBody(pub Value);
+
+impl FromRequest<AppState> for JsonBody {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request<Body>, state: &AppState) -> Result<Self, Problem> {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let mime = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if !(mime == "application/json"
+            || (mime.starts_with("application/") && mime.ends_with("+json")))
+        {
+            return Err(Problem::unsupported_media_type());
+        }
+        let limit = state.max_body_bytes;
+        let bytes = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|e| {
+                // The only error `to_bytes` makes on a well-behaved connection is the length limit.
+                if std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                {
+                    Problem::too_large(limit)
+                } else {
+                    Problem::bad_request("could not read the request body")
+                }
+            })?;
+        let value: Value =
+            serde_json::from_slice(&bytes).map_err(|e| Problem::malformed_json(e.to_string()))?;
+        Ok(JsonBody(value))
+    }
+}
+
+/// The query string as pairs; malformed encoding is a 400.
+pub struct QueryPairs(pub Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Problem> {
+        let q = parts.uri.query().unwrap_or("");
+        let pairs = form_urlencoded::parse(q.as_bytes()).into_owned().collect();
+        Ok(QueryPairs(pairs))
+    }
+}
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            Problem::unauthorized("send an API key as Authorization: Bearer <key>")
+        })?;
+        let key = header
+            .to_str()
+            .ok()
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| {
+                Problem::unauthorized("the Authorization header must be Bearer <key>")
+            })?;
+        let principal = state.keys.verify(&state.store, key).await?;
+        Ok(Auth(principal.ok_or_else(|| {
+            Problem::unauthorized("unknown or revoked API key")
+        })?))
+    }
+}

@@ -1,0 +1,328 @@
+//! `/v1/jobs`: submit, batch, get (with long-poll), list, attempts, cancel.
+
+use std::time::Duration;
+
+use axum::{
+    extract::{Path, State},
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use conveyor_core::{
+    store::{CancelOutcome, InsertOutcome, JobFilter},
+    Job, JobStatus, NewJob, Scope,
+};
+use serde_json::{json, Value};
+use tokio::sync::broadcast::error::RecvError;
+use uuid::Uuid;
+
+use crate::{
+    auth::Auth,
+    extract::{JsonBody, QueryPairs},
+    problem::{ApiResult, FieldError, Problem},
+    validate::{parse_job, JobRules},
+    AppState,
+};
+
+pub const MAX_BATCH: usize = 1000;
+const MAX_WAIT_SECONDS: u64 = 60;
+/// A long-poll re-reads its job this often even without a notification, in case one was
+/// missed while the listener reconnected.
+const RECHECK: Duration = Duration::from_secs(5);
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 200;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/jobs", post(submit).get(list))
+        .route("/v1/jobs/batch", post(submit_batch))
+        .route("/v1/jobs/{id}", get(get_job))
+        .route("/v1/jobs/{id}/attempts", get(attempts))
+        .route("/v1/jobs/{id}/cancel", post(cancel))
+}
+
+fn rules(state: &AppState) -> JobRules<'_> {
+    JobRules {
+        catalog: &state.catalog,
+        allow_private_targets: state.allow_private_targets,
+    }
+}
+
+fn parse_id(raw: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(raw)
+        .map_err(|_| Problem::bad_request(format!("{raw:?} is not a valid job id (a UUID)")))
+}
+
+fn with_location(status: StatusCode, job: Job) -> Response {
+    let location =
+        HeaderValue::from_str(&format!("/v1/jobs/{}", job.id)).expect("a UUID is a valid header");
+    (status, [(header::LOCATION, location)], Json(job)).into_response()
+}
+
+async fn submit(
+    State(state): State<AppState>,
+    auth: Auth,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    let p = auth.require(Scope::JobsWrite)?;
+    let header_key = match headers.get("idempotency-key") {
+        Some(v) => Some(v.to_str().map_err(|_| {
+            Problem::validation(vec![FieldError::new(
+                "Idempotency-Key",
+                "must be visible ASCII",
+            )])
+        })?),
+        None => None,
+    };
+    let job = parse_job(&rules(&state), &body, header_key, "")
+        .await
+        .map_err(Problem::validation)?;
+    let inserted = state.inserts.call((p.tenant_id, job)).await.map_err(|e| {
+        tracing::warn!(error = %format!("{e:#}"), "could not store a job");
+        Problem::unavailable("the job could not be stored; try again shortly")
+    })?;
+    match inserted {
+        InsertOutcome::Created(job) => {
+            if job.status == JobStatus::Queued {
+                state.relay.kick();
+            }
+            Ok(with_location(StatusCode::ACCEPTED, job))
+        }
+        InsertOutcome::Existing(job) => Ok(with_location(StatusCode::OK, job)),
+        InsertOutcome::Conflict => Err(idempotency_conflict()),
+    }
+}
+
+fn idempotency_conflict() -> Problem {
+    Problem::conflict("this idempotency key was used with a different request")
+}
+
+async fn submit_batch(
+    State(state): State<AppState>,
+    auth: Auth,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    let p = auth.require(Scope::JobsWrite)?;
+    if headers.contains_key("idempotency-key") {
+        return Err(Problem::validation(vec![FieldError::new(
+            "Idempotency-Key",
+            "a batch takes idempotency_key on each job, not the header",
+        )]));
+    }
+    let items = match body.get("jobs") {
+        Some(Value::Array(items)) if !items.is_empty() && items.len() <= MAX_BATCH => items,
+        Some(Value::Array(items)) if items.is_empty() => {
+            return Err(Problem::validation(vec![FieldError::new(
+                "jobs",
+                "must hold at least one job",
+            )]))
+        }
+        Some(Value::Array(_)) => {
+            return Err(Problem::validation(vec![FieldError::new(
+                "jobs",
+                format!("at most {MAX_BATCH} jobs per batch"),
+            )]))
+        }
+        _ => {
+            return Err(Problem::validation(vec![FieldError::new(
+                "jobs",
+                "is required: an array of jobs",
+            )]))
+        }
+    };
+    if let Some(extra) = body
+        .as_object()
+        .and_then(|o| o.keys().find(|k| *k != "jobs"))
+    {
+        return Err(Problem::validation(vec![FieldError::new(
+            extra.clone(),
+            "unknown field",
+        )]));
+    }
+    let rules = rules(&state);
+    let mut jobs: Vec<NewJob> = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match parse_job(&rules, item, None, &format!("jobs[{i}].")).await {
+            Ok(j) => jobs.push(j),
+            Err(e) => errors.extend(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Problem::validation(errors));
+    }
+    let Some(outcomes) = state.store.insert_jobs(p.tenant_id, &jobs).await? else {
+        return Err(idempotency_conflict());
+    };
+    let mut out = Vec::with_capacity(outcomes.len());
+    for o in outcomes {
+        match o {
+            InsertOutcome::Created(j) | InsertOutcome::Existing(j) => out.push(j),
+            InsertOutcome::Conflict => unreachable!("insert_jobs answers None on a conflict"),
+        }
+    }
+    state.relay.kick();
+    Ok((StatusCode::ACCEPTED, Json(json!({ "jobs": out }))).into_response())
+}
+
+async fn get_job(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    QueryPairs(q): QueryPairs,
+) -> ApiResult<Json<Job>> {
+    let p = auth.require(Scope::JobsRead)?;
+    let id = parse_id(&id)?;
+    let mut wait = 0u64;
+    for (k, v) in &q {
+        match k.as_str() {
+            "wait" => {
+                wait = v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|w| *w <= MAX_WAIT_SECONDS)
+                    .ok_or_else(|| {
+                        Problem::bad_query(vec![FieldError::new(
+                            "wait",
+                            format!("must be an integer from 0 to {MAX_WAIT_SECONDS}"),
+                        )])
+                    })?
+            }
+            other => {
+                return Err(Problem::bad_query(vec![FieldError::new(
+                    other,
+                    "unknown query parameter",
+                )]))
+            }
+        }
+    }
+    // Subscribe before the first read, so a finish between the two is not missed.
+    let mut finished = state.waiters.subscribe();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    loop {
+        let job = state
+            .store
+            .get_job(p.tenant_id, id)
+            .await?
+            .ok_or_else(|| Problem::not_found("no such job"))?;
+        if job.status.is_terminal() || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(job));
+        }
+        let recheck = tokio::time::Instant::now() + RECHECK;
+        let until = recheck.min(deadline);
+        loop {
+            tokio::select! {
+                got = finished.recv() => match got {
+                    Ok(done) if done == id => break,
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(_)) => break,
+                    Err(RecvError::Closed) => { tokio::time::sleep_until(until).await; break }
+                },
+                _ = tokio::time::sleep_until(until) => break,
+            }
+        }
+    }
+}
+
+async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    QueryPairs(q): QueryPairs,
+) -> ApiResult<Json<Value>> {
+    let p = auth.require(Scope::JobsRead)?;
+    let mut filter = JobFilter::default();
+    let mut limit = DEFAULT_LIMIT;
+    let mut before = None;
+    let mut errors = Vec::new();
+    for (k, v) in &q {
+        match k.as_str() {
+            "status" => match JobStatus::parse(v) {
+                Some(s) => filter.status = Some(s),
+                None => errors.push(FieldError::new("status", "must be one of scheduled, queued, running, retrying, succeeded, dead, cancelled")),
+            },
+            "queue" => filter.queue = Some(v.clone()),
+            "type" => filter.job_type = Some(v.clone()),
+            "limit" => match v.parse::<i64>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => limit = n,
+                _ => errors.push(FieldError::new("limit", format!("must be an integer from 1 to {MAX_LIMIT}"))),
+            },
+            "cursor" => match decode_cursor(v) {
+                Some(id) => before = Some(id),
+                None => errors.push(FieldError::new("cursor", "is not a cursor this API returned")),
+            },
+            other => errors.push(FieldError::new(other, "unknown query parameter")),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Problem::bad_query(errors));
+    }
+    let mut jobs = state
+        .store
+        .list_jobs(p.tenant_id, &filter, before, limit + 1)
+        .await?;
+    let next_cursor = if jobs.len() as i64 > limit {
+        jobs.truncate(limit as usize);
+        jobs.last().map(|j| encode_cursor(j.id))
+    } else {
+        None
+    };
+    Ok(Json(json!({ "data": jobs, "next_cursor": next_cursor })))
+}
+
+fn encode_cursor(id: Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(id.as_bytes())
+}
+
+fn decode_cursor(raw: &str) -> Option<Uuid> {
+    let bytes = URL_SAFE_NO_PAD.decode(raw).ok()?;
+    Uuid::from_slice(&bytes).ok()
+}
+
+async fn attempts(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let p = auth.require(Scope::JobsRead)?;
+    let id = parse_id(&id)?;
+    let attempts = state
+        .store
+        .list_attempts(p.tenant_id, id)
+        .await?
+        .ok_or_else(|| Problem::not_found("no such job"))?;
+    Ok(Json(json!({ "data": attempts })))
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Job>> {
+    let p = auth.require(Scope::JobsWrite)?;
+    let id = parse_id(&id)?;
+    match state.store.cancel_job(p.tenant_id, id).await? {
+        CancelOutcome::Cancelled(job) => Ok(Json(job)),
+        CancelOutcome::AlreadyTerminal(job) => Err(Problem::conflict(format!(
+            "the job is already {}",
+            job.status
+        ))),
+        CancelOutcome::NotFound => Err(Problem::not_found("no such job")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trip_and_garbage() {
+        let id = Uuid::now_v7();
+        assert_eq!(decode_cursor(&encode_cursor(id)), Some(id));
+        assert_eq!(decode_cursor("not-a-cursor!"), None);
+        assert_eq!(decode_cursor("AAAA"), None);
+    }
+}

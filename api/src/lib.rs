@@ -1,0 +1,123 @@
+//! Conveyor's HTTP API: a thin axum intake. Auth, validation, one transaction per submission
+//! (job + outbox row), and reads. See API.md for the contract.
+
+mod auth;
+mod extract;
+mod jobs;
+pub mod problem;
+mod validate;
+mod waiters;
+
+use std::sync::Arc;
+
+use axum::{
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use conveyor_core::{
+    batch::Batcher, catalog::JobCatalog, outbox::Relay, store::InsertOutcome, NewJob, Store,
+};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
+use uuid::Uuid;
+
+use crate::{auth::KeyCache, problem::Problem, waiters::Waiters};
+
+/// What every handler may use; each takes only the parts it needs.
+#[derive(Clone)]
+pub struct AppState {
+    store: Store,
+    relay: Arc<Relay>,
+    /// Single submissions, committed in groups (see `Store::insert_jobs_grouped`).
+    inserts: Batcher<(Uuid, NewJob), InsertOutcome>,
+    catalog: Arc<JobCatalog>,
+    keys: Arc<KeyCache>,
+    waiters: Arc<Waiters>,
+    max_body_bytes: usize,
+    allow_private_targets: bool,
+}
+
+impl AppState {
+    pub fn new(
+        store: Store,
+        relay: Arc<Relay>,
+        catalog: JobCatalog,
+        max_body_bytes: usize,
+        allow_private_targets: bool,
+    ) -> Self {
+        let group_store = store.clone();
+        let inserts = Batcher::spawn(256, move |jobs: Vec<(Uuid, NewJob)>| {
+            let store = group_store.clone();
+            async move { Ok(store.insert_jobs_grouped(&jobs).await?) }
+        });
+        Self {
+            store,
+            relay,
+            inserts,
+            catalog: Arc::new(catalog),
+            keys: Arc::new(KeyCache::default()),
+            waiters: Arc::new(Waiters::new()),
+            max_body_bytes,
+            allow_private_targets,
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(jobs::router())
+        .fallback(|| async { Problem::not_found("no such route") })
+        .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
+        .with_state(state)
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!("a request handler panicked");
+            Problem::internal().into_response()
+        }))
+        .layer(TraceLayer::new_for_http())
+}
+
+/// Serves the API until `shutdown`, then lets in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let waiters = state.waiters.clone();
+    let pool = state.store.pool().clone();
+    let listen_stop = shutdown.clone();
+    let listener_task = tokio::spawn(async move { waiters.listen(pool, listen_stop).await });
+    tracing::info!(addr = %listener.local_addr()?, "API listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+    listener_task.abort();
+    Ok(())
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready when PostgreSQL answers and this process's relay reaches RabbitMQ.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let postgres = state.store.ping().await.is_ok();
+    let rabbitmq = state.relay.broker_connected();
+    let body = json!({
+        "postgres": if postgres { "ok" } else { "unavailable" },
+        "rabbitmq": if rabbitmq { "ok" } else { "unavailable" },
+    });
+    if postgres && rabbitmq {
+        (StatusCode::OK, Json(body)).into_response()
+    } else {
+        let mut p = Problem::unavailable(format!("dependencies: {body}"));
+        p.retry_after = Some(5);
+        p.into_response()
+    }
+}

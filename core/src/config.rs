@@ -1,0 +1,130 @@
+//! Configuration shared by every role. Each setting is a flag and an environment variable
+//! (names as in API.md), with defaults that reach the local PostgreSQL and RabbitMQ.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::Args;
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// PostgreSQL URL; the database is created when missing and migrated at start-up.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/conveyor"
+    )]
+    pub database_url: String,
+
+    /// RabbitMQ URL, vhost included.
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub amqp_url: String,
+
+    /// Prefix of every exchange and queue name, so several Conveyors (or test runs) can share
+    /// one vhost.
+    #[arg(long, env = "CONVEYOR_AMQP_PREFIX", default_value = "conveyor")]
+    pub amqp_prefix: String,
+
+    /// Address the API listens on.
+    #[arg(long, env = "CONVEYOR_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Jobs in flight per worker process. A slot covers the claim, the run and the recorded
+    /// outcome, so fast jobs need a wide window to keep the database batches full (128 holds
+    /// 2,000 jobs/s on 2 cores). CPU-heavy handlers should use `spawn_blocking`.
+    #[arg(long, env = "CONVEYOR_WORKER_CONCURRENCY", default_value_t = 128)]
+    pub worker_concurrency: usize,
+
+    /// Queues this worker consumes, comma-separated.
+    #[arg(
+        long,
+        env = "CONVEYOR_WORKER_QUEUES",
+        default_value = "default",
+        value_delimiter = ','
+    )]
+    pub worker_queues: Vec<String>,
+
+    /// First delay between job attempts (grows exponentially, with jitter).
+    #[arg(long, env = "CONVEYOR_RETRY_BACKOFF_INITIAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub retry_backoff_initial: Duration,
+
+    /// Largest delay between job attempts.
+    #[arg(long, env = "CONVEYOR_RETRY_BACKOFF_MAX", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub retry_backoff_max: Duration,
+
+    /// How long a claimed job stays owned by its worker without a heartbeat. Running jobs
+    /// renew it every third of this; a worker that dies loses its jobs when it runs out.
+    #[arg(long, env = "CONVEYOR_LEASE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub lease: Duration,
+
+    /// How long a stopping worker waits for its jobs before handing them back.
+    #[arg(long, env = "CONVEYOR_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// How often the scheduler promotes due jobs and rescues expired leases.
+    #[arg(long, env = "CONVEYOR_SCHEDULER_TICK", default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub scheduler_tick: Duration,
+
+    /// How often the outbox relay looks for rows written by other (or crashed) processes.
+    /// Rows written by this process are published at once.
+    #[arg(long, env = "CONVEYOR_OUTBOX_POLL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub outbox_poll: Duration,
+
+    /// Larger request bodies get 413.
+    #[arg(long, env = "CONVEYOR_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Allow webhook, callback and `http` job URLs on private addresses.
+    #[arg(long, env = "CONVEYOR_ALLOW_PRIVATE_TARGETS", default_value_t = false)]
+    pub allow_private_targets: bool,
+
+    /// Largest PostgreSQL pool per process.
+    #[arg(long, env = "CONVEYOR_DB_POOL", default_value_t = 16)]
+    pub db_pool: u32,
+}
+
+impl Config {
+    /// Fails fast on settings that would only break later.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.lease >= Duration::from_secs(1),
+            "CONVEYOR_LEASE must be at least 1s"
+        );
+        anyhow::ensure!(
+            self.retry_backoff_initial <= self.retry_backoff_max,
+            "CONVEYOR_RETRY_BACKOFF_INITIAL must not exceed CONVEYOR_RETRY_BACKOFF_MAX"
+        );
+        anyhow::ensure!(
+            (1..=10_000).contains(&self.worker_concurrency),
+            "CONVEYOR_WORKER_CONCURRENCY must be from 1 to 10000"
+        );
+        anyhow::ensure!(
+            !self.worker_queues.is_empty(),
+            "CONVEYOR_WORKER_QUEUES must name a queue"
+        );
+        for q in &self.worker_queues {
+            anyhow::ensure!(
+                crate::model::valid_queue_name(q),
+                "invalid queue name {q:?}"
+            );
+        }
+        anyhow::ensure!(
+            !self.amqp_prefix.is_empty() && self.amqp_prefix.len() <= 64,
+            "CONVEYOR_AMQP_PREFIX must be 1 to 64 characters"
+        );
+        Ok(())
+    }
+
+    /// The defaults, as if no flag or variable were set. Tests start from this.
+    pub fn local_defaults() -> Self {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: Config,
+        }
+        <Wrapper as clap::Parser>::parse_from(["conveyor"]).config
+    }
+}

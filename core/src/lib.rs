@@ -1,0 +1,17 @@
+//! Conveyor's core: domain types, configuration, the PostgreSQL store, RabbitMQ topology and
+//! the outbox relay. Only this crate speaks SQL or AMQP; the roles build on it.
+
+pub mod batch;
+pub mod broker;
+pub mod catalog;
+pub mod config;
+pub mod db;
+pub mod model;
+pub mod outbox;
+pub mod retry;
+pub mod store;
+pub mod urlguard;
+
+pub use config::Config;
+pub use model::{Job, JobStatus, NewJob, Principal, Scope};
+pub use store::Store;

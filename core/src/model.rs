@@ -1,0 +1,216 @@
+//! Domain types shared by every role.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Scheduled,
+    Queued,
+    Running,
+    Retrying,
+    Succeeded,
+    Dead,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 7] = [
+        JobStatus::Scheduled,
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Retrying,
+        JobStatus::Succeeded,
+        JobStatus::Dead,
+        JobStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Scheduled => "scheduled",
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Retrying => "retrying",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Dead => "dead",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Dead | JobStatus::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A job as clients see it (API.md "Job").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub job_type: String,
+    pub queue: String,
+    pub status: JobStatus,
+    pub priority: i16,
+    pub payload: Value,
+    pub result: Option<Value>,
+    pub error: Option<String>,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub timeout_seconds: i32,
+    pub run_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub callback_url: Option<String>,
+    pub saga_id: Option<Uuid>,
+    pub metadata: Value,
+}
+
+/// One run of a job (API.md "attempts").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub attempt: i32,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub outcome: String,
+    pub error: Option<String>,
+    pub worker: String,
+}
+
+/// A validated job submission: built only by the API's validation, so the store can trust it.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// Chosen at validation (UUIDv7), so a batch's rows can be matched to their requests.
+    pub id: Uuid,
+    pub job_type: String,
+    pub queue: String,
+    pub priority: i16,
+    pub payload: Value,
+    /// `None` means now.
+    pub run_at: Option<DateTime<Utc>>,
+    pub max_attempts: i32,
+    pub timeout_seconds: i32,
+    pub callback_url: Option<String>,
+    pub metadata: Value,
+    pub idempotency_key: Option<String>,
+    /// SHA-256 of the canonical request, to tell a retry from a different request under one key.
+    pub request_hash: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    JobsWrite,
+    JobsRead,
+    WebhooksWrite,
+    WebhooksRead,
+    Admin,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 5] = [
+        Scope::JobsWrite,
+        Scope::JobsRead,
+        Scope::WebhooksWrite,
+        Scope::WebhooksRead,
+        Scope::Admin,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::JobsWrite => "jobs:write",
+            Scope::JobsRead => "jobs:read",
+            Scope::WebhooksWrite => "webhooks:write",
+            Scope::WebhooksRead => "webhooks:read",
+            Scope::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|sc| sc.as_str() == s)
+    }
+}
+
+/// Who is calling: the tenant and scopes of a verified API key.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub tenant_id: Uuid,
+    pub key_id: Uuid,
+    pub scopes: Vec<Scope>,
+}
+
+impl Principal {
+    /// `admin` implies every other scope.
+    pub fn has(&self, scope: Scope) -> bool {
+        self.scopes
+            .iter()
+            .any(|s| *s == scope || *s == Scope::Admin)
+    }
+}
+
+/// Queue names become part of RabbitMQ queue names, so keep them to a safe alphabet.
+pub fn valid_queue_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b))
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_names() {
+        assert!(valid_queue_name("default"));
+        assert!(valid_queue_name("emails.v2-high_1"));
+        assert!(!valid_queue_name(""));
+        assert!(!valid_queue_name(".hidden"));
+        assert!(!valid_queue_name("Upper"));
+        assert!(!valid_queue_name("a b"));
+        assert!(!valid_queue_name(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn admin_implies_every_scope() {
+        let p = Principal {
+            tenant_id: Uuid::nil(),
+            key_id: Uuid::nil(),
+            scopes: vec![Scope::Admin],
+        };
+        assert!(Scope::ALL.iter().all(|s| p.has(*s)));
+        let p = Principal {
+            scopes: vec![Scope::JobsRead],
+            ..p
+        };
+        assert!(p.has(Scope::JobsRead));
+        assert!(!p.has(Scope::JobsWrite));
+    }
+
+    #[test]
+    fn status_round_trip() {
+        for s in JobStatus::ALL {
+            assert_eq!(JobStatus::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(JobStatus::parse("nope"), None);
+    }
+}

@@ -1,0 +1,621 @@
+use std::{collections::HashMap, time::Duration};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+use super::{Store, JOB_FINISHED_CHANNEL};
+use crate::model::{Attempt, Job, JobStatus, NewJob};
+
+const JOB_COLUMNS: &str = "id, type, queue, status, priority, payload, result, error, attempts, \
+     max_attempts, timeout_seconds, run_at, created_at, started_at, finished_at, callback_url, \
+     saga_id, metadata";
+
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: Uuid,
+    #[sqlx(rename = "type")]
+    job_type: String,
+    queue: String,
+    status: String,
+    priority: i16,
+    payload: Value,
+    result: Option<Value>,
+    error: Option<String>,
+    attempts: i32,
+    max_attempts: i32,
+    timeout_seconds: i32,
+    run_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    callback_url: Option<String>,
+    saga_id: Option<Uuid>,
+    metadata: Value,
+}
+
+impl From<JobRow> for Job {
+    fn from(r: JobRow) -> Self {
+        Job {
+            id: r.id,
+            job_type: r.job_type,
+            queue: r.queue,
+            // The CHECK constraint keeps the column to known statuses.
+            status: JobStatus::parse(&r.status).unwrap_or(JobStatus::Queued),
+            priority: r.priority,
+            payload: r.payload,
+            result: r.result,
+            error: r.error,
+            attempts: r.attempts,
+            max_attempts: r.max_attempts,
+            timeout_seconds: r.timeout_seconds,
+            run_at: r.run_at,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            callback_url: r.callback_url,
+            saga_id: r.saga_id,
+            metadata: r.metadata,
+        }
+    }
+}
+
+pub enum InsertOutcome {
+    Created(Job),
+    /// The same idempotency key with the same request: the original job.
+    Existing(Job),
+    /// The same idempotency key with a different request.
+    Conflict,
+}
+
+#[derive(Debug, Default)]
+pub struct JobFilter {
+    pub status: Option<JobStatus>,
+    pub queue: Option<String>,
+    pub job_type: Option<String>,
+}
+
+pub enum CancelOutcome {
+    Cancelled(Job),
+    AlreadyTerminal(Job),
+    NotFound,
+}
+
+/// A worker's request to run a job, under a token it made for this attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim {
+    pub job_id: Uuid,
+    pub token: Uuid,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    pub job: Job,
+    pub token: Uuid,
+    pub tenant_id: Uuid,
+}
+
+/// The outcome of one attempt, as the worker decided it.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub job_id: Uuid,
+    pub token: Uuid,
+    /// `succeeded`, `retrying` or `dead`.
+    pub status: JobStatus,
+    pub result: Option<Value>,
+    pub error: Option<String>,
+    /// Only for `retrying`: how long until the next attempt.
+    pub retry_in: Duration,
+    /// The attempt's outcome: `succeeded`, `failed` or `timed_out`.
+    pub outcome: &'static str,
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Wakes long-polls waiting on these jobs. Sent inside the transaction, so it is delivered
+/// only if the change commits.
+async fn notify_finished(tx: &mut Transaction<'_, Postgres>, ids: &[Uuid]) -> sqlx::Result<()> {
+    // NOTIFY payloads are capped at 8000 bytes; 36-byte ids plus commas fit 200 at a time.
+    for chunk in ids.chunks(200) {
+        let payload = chunk
+            .iter()
+            .map(Uuid::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(JOB_FINISHED_CHANNEL)
+            .bind(payload)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Inserts every job of a batch in one transaction: all are accepted or none. `None`
+    /// when one of them reuses an idempotency key with a different request (nothing is kept).
+    pub async fn insert_jobs(
+        &self,
+        tenant_id: Uuid,
+        jobs: &[NewJob],
+    ) -> sqlx::Result<Option<Vec<InsertOutcome>>> {
+        let pairs: Vec<(Uuid, NewJob)> = jobs.iter().map(|j| (tenant_id, j.clone())).collect();
+        let mut tx = self.pool.begin().await?;
+        let out = insert_on(&mut tx, &pairs).await?;
+        if out.iter().any(|o| matches!(o, InsertOutcome::Conflict)) {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        tx.commit().await?;
+        Ok(Some(out))
+    }
+
+    /// Inserts independent submissions (of any tenants) in one transaction: one commit for
+    /// many requests. Each gets its own outcome; a conflict of one does not affect the others.
+    pub async fn insert_jobs_grouped(
+        &self,
+        jobs: &[(Uuid, NewJob)],
+    ) -> sqlx::Result<Vec<InsertOutcome>> {
+        let mut tx = self.pool.begin().await?;
+        let out = insert_on(&mut tx, jobs).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    pub async fn get_job(&self, tenant_id: Uuid, id: Uuid) -> sqlx::Result<Option<Job>> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 AND id = $2");
+        let row: Option<JobRow> = sqlx::query_as(&sql)
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(Job::from))
+    }
+
+    /// Newest first; `before` is the keyset cursor (the last id of the previous page).
+    pub async fn list_jobs(
+        &self,
+        tenant_id: Uuid,
+        filter: &JobFilter,
+        before: Option<Uuid>,
+        limit: i64,
+    ) -> sqlx::Result<Vec<Job>> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1
+               AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR queue = $3)
+               AND ($4::text IS NULL OR type = $4) AND ($5::uuid IS NULL OR id < $5)
+             ORDER BY id DESC LIMIT $6"
+        );
+        let rows: Vec<JobRow> = sqlx::query_as(&sql)
+            .bind(tenant_id)
+            .bind(filter.status.map(JobStatus::as_str))
+            .bind(filter.queue.as_deref())
+            .bind(filter.job_type.as_deref())
+            .bind(before)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(Job::from).collect())
+    }
+
+    /// The attempts of a job, or `None` when the tenant has no such job.
+    pub async fn list_attempts(
+        &self,
+        tenant_id: Uuid,
+        id: Uuid,
+    ) -> sqlx::Result<Option<Vec<Attempt>>> {
+        let exists: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM jobs WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant_id)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        let rows: Vec<(
+            i32,
+            DateTime<Utc>,
+            Option<DateTime<Utc>>,
+            String,
+            Option<String>,
+            String,
+        )> = sqlx::query_as(
+            "SELECT attempt, started_at, finished_at, outcome, error, worker
+                 FROM job_attempts WHERE job_id = $1 ORDER BY attempt",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some(
+            rows.into_iter()
+                .map(
+                    |(attempt, started_at, finished_at, outcome, error, worker)| Attempt {
+                        attempt,
+                        started_at,
+                        finished_at,
+                        outcome,
+                        error,
+                        worker,
+                    },
+                )
+                .collect(),
+        ))
+    }
+
+    /// Cancels a job that is not terminal. A running job's worker loses its lease: its result
+    /// will be refused, and its next heartbeat tells it to stop.
+    pub async fn cancel_job(&self, tenant_id: Uuid, id: Uuid) -> sqlx::Result<CancelOutcome> {
+        let mut tx = self.pool.begin().await?;
+        let sql = format!(
+            "WITH c AS (
+               UPDATE jobs SET status = 'cancelled', finished_at = now(),
+                 lease_token = NULL, lease_expires_at = NULL
+               WHERE tenant_id = $1 AND id = $2
+                 AND status NOT IN ('succeeded', 'dead', 'cancelled')
+               RETURNING *),
+             a AS (
+               UPDATE job_attempts SET outcome = 'failed', error = 'cancelled', finished_at = now()
+               WHERE job_id = (SELECT id FROM c) AND outcome = 'running')
+             SELECT {JOB_COLUMNS} FROM c"
+        );
+        let row: Option<JobRow> = sqlx::query_as(&sql)
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        match row {
+            Some(row) => {
+                notify_finished(&mut tx, &[id]).await?;
+                tx.commit().await?;
+                Ok(CancelOutcome::Cancelled(row.into()))
+            }
+            None => {
+                tx.rollback().await?;
+                Ok(match self.get_job(tenant_id, id).await? {
+                    Some(job) => CancelOutcome::AlreadyTerminal(job),
+                    None => CancelOutcome::NotFound,
+                })
+            }
+        }
+    }
+
+    /// Claims queued jobs for a worker: `queued → running`, with a lease, one attempt row each.
+    /// Jobs that are not `queued` (running elsewhere, finished, cancelled) are left alone and
+    /// missing from the answer.
+    pub async fn claim_jobs(
+        &self,
+        claims: &[Claim],
+        worker_id: &str,
+        lease: Duration,
+    ) -> sqlx::Result<Vec<ClaimedJob>> {
+        let ids: Vec<Uuid> = claims.iter().map(|c| c.job_id).collect();
+        let tokens: Vec<Uuid> = claims.iter().map(|c| c.token).collect();
+        let sql = format!(
+            "WITH c AS (SELECT * FROM unnest($1::uuid[], $2::uuid[]) AS c(id, token)),
+             claimed AS (
+               UPDATE jobs j SET status = 'running', attempts = j.attempts + 1, worker_id = $3,
+                 lease_token = c.token, lease_expires_at = now() + $4 * interval '1 millisecond',
+                 started_at = now()
+               FROM c WHERE j.id = c.id AND j.status = 'queued'
+               RETURNING j.*),
+             a AS (
+               INSERT INTO job_attempts (job_id, attempt, outcome, worker)
+               SELECT id, attempts, 'running', $3 FROM claimed)
+             SELECT {JOB_COLUMNS}, lease_token, tenant_id FROM claimed"
+        );
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            #[sqlx(flatten)]
+            job: JobRow,
+            lease_token: Uuid,
+            tenant_id: Uuid,
+        }
+        let rows: Vec<Row> = sqlx::query_as(&sql)
+            .bind(&ids)
+            .bind(&tokens)
+            .bind(worker_id)
+            .bind(millis(lease))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ClaimedJob {
+                job: r.job.into(),
+                token: r.lease_token,
+                tenant_id: r.tenant_id,
+            })
+            .collect())
+    }
+
+    /// Records the outcomes of attempts. Each applies only while the job is still `running`
+    /// under the same token; the ids of those that applied are returned.
+    pub async fn finish_jobs(&self, finishes: &[Finish]) -> sqlx::Result<Vec<Uuid>> {
+        let ids: Vec<Uuid> = finishes.iter().map(|f| f.job_id).collect();
+        let tokens: Vec<Uuid> = finishes.iter().map(|f| f.token).collect();
+        let statuses: Vec<&str> = finishes.iter().map(|f| f.status.as_str()).collect();
+        let results: Vec<Option<Value>> = finishes.iter().map(|f| f.result.clone()).collect();
+        let errors: Vec<Option<String>> = finishes.iter().map(|f| f.error.clone()).collect();
+        let delays: Vec<i64> = finishes.iter().map(|f| millis(f.retry_in)).collect();
+        let outcomes: Vec<&str> = finishes.iter().map(|f| f.outcome).collect();
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<(Uuid, String)> = sqlx::query_as(
+            "WITH f AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[],
+                                             $5::text[], $6::bigint[], $7::text[])
+                        AS f(id, token, status, result, error, delay_ms, outcome)),
+             upd AS (
+               UPDATE jobs j SET status = f.status, result = f.result, error = f.error,
+                 finished_at = CASE WHEN f.status IN ('succeeded', 'dead') THEN now() END,
+                 run_at = CASE WHEN f.status = 'retrying'
+                               THEN now() + f.delay_ms * interval '1 millisecond' ELSE j.run_at END,
+                 lease_token = NULL, lease_expires_at = NULL
+               FROM f WHERE j.id = f.id AND j.status = 'running' AND j.lease_token = f.token
+               RETURNING j.id, j.attempts, j.status, j.queue),
+             att AS (
+               UPDATE job_attempts a SET finished_at = now(), outcome = f.outcome, error = f.error
+               FROM upd JOIN f ON f.id = upd.id
+               WHERE a.job_id = upd.id AND a.attempt = upd.attempts),
+             dlq AS (
+               INSERT INTO outbox (kind, routing_key, job_id)
+               SELECT 'dead', queue, id FROM upd WHERE status = 'dead')
+             SELECT id, status FROM upd",
+        )
+        .bind(&ids)
+        .bind(&tokens)
+        .bind(&statuses)
+        .bind(&results)
+        .bind(&errors)
+        .bind(&delays)
+        .bind(&outcomes)
+        .fetch_all(&mut *tx)
+        .await?;
+        let terminal: Vec<Uuid> = rows
+            .iter()
+            .filter(|(_, s)| JobStatus::parse(s).is_some_and(JobStatus::is_terminal))
+            .map(|(id, _)| *id)
+            .collect();
+        notify_finished(&mut tx, &terminal).await?;
+        tx.commit().await?;
+        Ok(rows.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// Extends the leases of running jobs; returns the ids this worker still owns. A job
+    /// missing from the answer was cancelled or rescued: its worker must stop running it.
+    pub async fn heartbeat(&self, claims: &[Claim], lease: Duration) -> sqlx::Result<Vec<Uuid>> {
+        let ids: Vec<Uuid> = claims.iter().map(|c| c.job_id).collect();
+        let tokens: Vec<Uuid> = claims.iter().map(|c| c.token).collect();
+        sqlx::query_scalar(
+            "UPDATE jobs j SET lease_expires_at = now() + $3 * interval '1 millisecond'
+             FROM unnest($1::uuid[], $2::uuid[]) AS h(id, token)
+             WHERE j.id = h.id AND j.status = 'running' AND j.lease_token = h.token
+             RETURNING j.id",
+        )
+        .bind(&ids)
+        .bind(&tokens)
+        .bind(millis(lease))
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Moves due `scheduled` and `retrying` jobs to `queued` and writes their outbox rows.
+    /// `SKIP LOCKED` lets several schedulers run at once without taking the same rows.
+    pub async fn promote_due(&self, limit: i64) -> sqlx::Result<u64> {
+        let done = sqlx::query(
+            "WITH due AS (
+               SELECT id FROM jobs WHERE status IN ('scheduled', 'retrying') AND run_at <= now()
+               ORDER BY run_at LIMIT $1 FOR UPDATE SKIP LOCKED),
+             p AS (
+               UPDATE jobs j SET status = 'queued' FROM due WHERE j.id = due.id
+               RETURNING j.id, j.queue)
+             INSERT INTO outbox (kind, routing_key, job_id) SELECT 'job', queue, id FROM p",
+        )
+        .bind(limit)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Rescues running jobs whose lease expired (their worker died or hung): the attempt is
+    /// recorded as `lost`, and the job runs again, or is dead when it has no attempts left.
+    pub async fn rescue_expired(&self, limit: i64) -> sqlx::Result<u64> {
+        let sql = requeue_sql(
+            "SELECT id FROM jobs WHERE status = 'running' AND lease_expires_at < now()
+             ORDER BY lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+            "$2",
+        );
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query_as(&sql)
+            .bind(limit)
+            .bind("lease expired: the worker was lost")
+            .fetch_all(&mut *tx)
+            .await?;
+        commit_requeued(tx, rows).await
+    }
+
+    /// Hands back jobs a stopping worker could not finish, as `lost` attempts, so they run
+    /// again at once instead of waiting for their leases to expire.
+    pub async fn release(&self, claims: &[Claim]) -> sqlx::Result<u64> {
+        let ids: Vec<Uuid> = claims.iter().map(|c| c.job_id).collect();
+        let tokens: Vec<Uuid> = claims.iter().map(|c| c.token).collect();
+        let sql = requeue_sql(
+            "SELECT j.id FROM jobs j JOIN unnest($1::uuid[], $2::uuid[]) AS r(id, token)
+               ON j.id = r.id AND j.lease_token = r.token
+             WHERE j.status = 'running' FOR UPDATE OF j",
+            "$3",
+        );
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query_as(&sql)
+            .bind(&ids)
+            .bind(&tokens)
+            .bind("the worker shut down before the job finished")
+            .fetch_all(&mut *tx)
+            .await?;
+        commit_requeued(tx, rows).await
+    }
+}
+
+/// Puts the running jobs chosen by `select_lost` back in their queue (or makes them dead when
+/// they have no attempts left), recording their current attempt as `lost` with the reason
+/// bound at `reason_param`.
+fn requeue_sql(select_lost: &str, reason_param: &str) -> String {
+    format!(
+        "WITH lost AS ({select_lost}),
+         r AS (
+           UPDATE jobs j SET
+             status = CASE WHEN j.attempts >= j.max_attempts THEN 'dead' ELSE 'queued' END,
+             error = CASE WHEN j.attempts >= j.max_attempts THEN {reason_param} ELSE j.error END,
+             finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
+             lease_token = NULL, lease_expires_at = NULL
+           FROM lost WHERE j.id = lost.id
+           RETURNING j.id, j.queue, j.status, j.attempts),
+         a AS (
+           UPDATE job_attempts a SET outcome = 'lost', error = {reason_param}, finished_at = now()
+           FROM r WHERE a.job_id = r.id AND a.attempt = r.attempts AND a.outcome = 'running'),
+         o AS (
+           INSERT INTO outbox (kind, routing_key, job_id)
+           SELECT CASE WHEN status = 'dead' THEN 'dead' ELSE 'job' END, queue, id FROM r)
+         SELECT id, status FROM r"
+    )
+}
+
+async fn commit_requeued(
+    mut tx: Transaction<'_, Postgres>,
+    rows: Vec<(Uuid, String)>,
+) -> sqlx::Result<u64> {
+    let dead: Vec<Uuid> = rows
+        .iter()
+        .filter(|(_, s)| s == "dead")
+        .map(|(id, _)| *id)
+        .collect();
+    notify_finished(&mut tx, &dead).await?;
+    tx.commit().await?;
+    Ok(rows.len() as u64)
+}
+
+/// Inserts (tenant, job) pairs with the outbox rows of those due now, in one statement; the
+/// outcome of each, in order. A job whose idempotency key is taken (by an earlier job, or by
+/// an earlier one in the same batch) is not inserted: it is `Existing` when its request is
+/// the same, `Conflict` when not.
+async fn insert_on(
+    conn: &mut sqlx::PgConnection,
+    jobs: &[(Uuid, NewJob)],
+) -> sqlx::Result<Vec<InsertOutcome>> {
+    // Rows go in (tenant, key) order, so concurrent transactions take key locks in one order
+    // and cannot deadlock on each other.
+    let mut order: Vec<&(Uuid, NewJob)> = jobs.iter().collect();
+    order.sort_by(|(ta, a), (tb, b)| (ta, &a.idempotency_key).cmp(&(tb, &b.idempotency_key)));
+    let ids: Vec<Uuid> = order.iter().map(|(_, j)| j.id).collect();
+    let tenants: Vec<Uuid> = order.iter().map(|(t, _)| *t).collect();
+    let types: Vec<&str> = order.iter().map(|(_, j)| j.job_type.as_str()).collect();
+    let queues: Vec<&str> = order.iter().map(|(_, j)| j.queue.as_str()).collect();
+    let priorities: Vec<i16> = order.iter().map(|(_, j)| j.priority).collect();
+    let payloads: Vec<&Value> = order.iter().map(|(_, j)| &j.payload).collect();
+    let max_attempts: Vec<i32> = order.iter().map(|(_, j)| j.max_attempts).collect();
+    let timeouts: Vec<i32> = order.iter().map(|(_, j)| j.timeout_seconds).collect();
+    let run_ats: Vec<Option<DateTime<Utc>>> = order.iter().map(|(_, j)| j.run_at).collect();
+    let callbacks: Vec<Option<&str>> = order
+        .iter()
+        .map(|(_, j)| j.callback_url.as_deref())
+        .collect();
+    let metadata: Vec<&Value> = order.iter().map(|(_, j)| &j.metadata).collect();
+    let keys: Vec<Option<&str>> = order
+        .iter()
+        .map(|(_, j)| j.idempotency_key.as_deref())
+        .collect();
+    let hashes: Vec<&[u8]> = order
+        .iter()
+        .map(|(_, j)| j.request_hash.as_slice())
+        .collect();
+    let sql = format!(
+        "WITH j AS (
+           INSERT INTO jobs (id, tenant_id, type, queue, status, priority, payload, max_attempts,
+             timeout_seconds, run_at, callback_url, metadata, idempotency_key, request_hash)
+           SELECT id, tenant_id, type, queue,
+             CASE WHEN run_at > now() THEN 'scheduled' ELSE 'queued' END,
+             priority, payload, max_attempts, timeout_seconds, COALESCE(run_at, now()),
+             callback_url, metadata, idempotency_key, request_hash
+           FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int2[], $6::jsonb[],
+                       $7::int4[], $8::int4[], $9::timestamptz[], $10::text[], $11::jsonb[],
+                       $12::text[], $13::bytea[])
+             AS t(id, tenant_id, type, queue, priority, payload, max_attempts, timeout_seconds,
+                  run_at, callback_url, metadata, idempotency_key, request_hash)
+           ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+           RETURNING *),
+         o AS (
+           INSERT INTO outbox (kind, routing_key, job_id)
+           SELECT 'job', queue, id FROM j WHERE status = 'queued')
+         SELECT {JOB_COLUMNS} FROM j"
+    );
+    let rows: Vec<JobRow> = sqlx::query_as(&sql)
+        .bind(&ids)
+        .bind(&tenants)
+        .bind(&types)
+        .bind(&queues)
+        .bind(&priorities)
+        .bind(&payloads)
+        .bind(&max_attempts)
+        .bind(&timeouts)
+        .bind(&run_ats)
+        .bind(&callbacks)
+        .bind(&metadata)
+        .bind(&keys)
+        .bind(&hashes)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut created: HashMap<Uuid, Job> = rows.into_iter().map(|r| (r.id, Job::from(r))).collect();
+
+    // Only a taken idempotency key inserts nothing: find the jobs that hold those keys.
+    let taken: Vec<&(Uuid, NewJob)> = jobs
+        .iter()
+        .filter(|(_, j)| !created.contains_key(&j.id))
+        .collect();
+    let mut holders: HashMap<(Uuid, String), (Job, Option<Vec<u8>>)> = HashMap::new();
+    if !taken.is_empty() {
+        #[derive(sqlx::FromRow)]
+        struct Holder {
+            #[sqlx(flatten)]
+            job: JobRow,
+            tenant_id: Uuid,
+            idempotency_key: String,
+            request_hash: Option<Vec<u8>>,
+        }
+        let sql = format!(
+            "SELECT {JOB_COLUMNS}, tenant_id, idempotency_key, request_hash FROM jobs
+             WHERE (tenant_id, idempotency_key) IN (SELECT * FROM unnest($1::uuid[], $2::text[]))"
+        );
+        let found: Vec<Holder> = sqlx::query_as(&sql)
+            .bind(taken.iter().map(|(t, _)| *t).collect::<Vec<_>>())
+            .bind(
+                taken
+                    .iter()
+                    .map(|(_, j)| j.idempotency_key.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_all(&mut *conn)
+            .await?;
+        for h in found {
+            holders.insert(
+                (h.tenant_id, h.idempotency_key),
+                (h.job.into(), h.request_hash),
+            );
+        }
+    }
+    Ok(jobs
+        .iter()
+        .map(|(tenant_id, job)| {
+            if let Some(j) = created.remove(&job.id) {
+                return InsertOutcome::Created(j);
+            }
+            let key = (*tenant_id, job.idempotency_key.clone().unwrap_or_default());
+            match holders.get(&key) {
+                Some((held, hash)) if hash.as_deref() == Some(job.request_hash.as_slice()) => {
+                    InsertOutcome::Existing(held.clone())
+                }
+                _ => InsertOutcome::Conflict,
+            }
+        })
+        .collect())
+}

@@ -1,0 +1,137 @@
+//! Starts the roles of one Conveyor process over one pool and one outbox relay.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use anyhow::Context;
+use conveyor_core::{broker::Topology, db, outbox::Relay, Config, Store};
+use conveyor_worker::{Registry, Worker, WorkerConfig};
+use tokio::{net::TcpListener, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Roles {
+    pub api: bool,
+    pub worker: bool,
+    pub scheduler: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles {
+        api: true,
+        worker: true,
+        scheduler: true,
+    };
+    pub const API: Roles = Roles {
+        api: true,
+        worker: false,
+        scheduler: false,
+    };
+    pub const WORKER: Roles = Roles {
+        api: false,
+        worker: true,
+        scheduler: false,
+    };
+    pub const SCHEDULER: Roles = Roles {
+        api: false,
+        worker: false,
+        scheduler: true,
+    };
+}
+
+/// A started Conveyor process.
+pub struct Running {
+    /// Where the API listens (when the API role runs).
+    pub addr: Option<SocketAddr>,
+    pub store: Store,
+    shutdown: CancellationToken,
+    tasks: JoinSet<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Asks every role to stop.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Runs until a role fails or shutdown is asked, then stops every role and waits for them.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        let mut result = Ok(());
+        while let Some(joined) = self.tasks.join_next().await {
+            let outcome = joined.context("a role panicked").and_then(|r| r);
+            if let Err(e) = outcome {
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+            // Whatever ended first, everything stops.
+            self.shutdown.cancel();
+        }
+        result
+    }
+
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+}
+
+/// Connects (creating and migrating the database when needed) and starts the given roles.
+pub async fn start(cfg: Config, roles: Roles, registry: Registry) -> anyhow::Result<Running> {
+    cfg.validate()?;
+    let pool = db::connect_and_migrate(&cfg.database_url, cfg.db_pool).await?;
+    let store = Store::new(pool.clone());
+    let shutdown = CancellationToken::new();
+    let relay = Relay::new(
+        pool,
+        &cfg.amqp_url,
+        Topology::new(cfg.amqp_prefix.clone()),
+        cfg.outbox_poll,
+    );
+    let mut tasks = JoinSet::new();
+    {
+        let relay = relay.clone();
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            relay.run(stop).await;
+            Ok(())
+        });
+    }
+    let mut addr = None;
+    if roles.api {
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| format!("binding {}", cfg.listen))?;
+        addr = Some(listener.local_addr()?);
+        let state = conveyor_api::AppState::new(
+            store.clone(),
+            relay.clone(),
+            registry.catalog(),
+            cfg.max_body_bytes,
+            cfg.allow_private_targets,
+        );
+        tasks.spawn(conveyor_api::serve(listener, state, shutdown.clone()));
+    }
+    if roles.worker {
+        let worker = Worker::new(
+            WorkerConfig::from_config(&cfg),
+            store.clone(),
+            registry,
+            relay.clone(),
+        );
+        tasks.spawn(worker.run(shutdown.clone()));
+    }
+    if roles.scheduler {
+        let scheduler = conveyor_scheduler::Scheduler::new(
+            store.clone(),
+            Arc::clone(&relay),
+            cfg.scheduler_tick,
+        );
+        tasks.spawn(scheduler.run(shutdown.clone()));
+    }
+    Ok(Running {
+        addr,
+        store,
+        shutdown,
+        tasks,
+    })
+}

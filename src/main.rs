@@ -1,0 +1,124 @@
+use clap::{Args, Parser, Subcommand};
+use conveyor::{
+    app::{self, Roles},
+    bench,
+};
+use conveyor_core::{db, Config, Scope, Store};
+use conveyor_worker::Registry;
+use tracing_subscriber::EnvFilter;
+
+/// Conveyor: asynchronous jobs and webhooks.
+#[derive(Parser)]
+#[command(name = "conveyor", version)]
+struct Cli {
+    /// Log format.
+    #[arg(long, env = "CONVEYOR_LOG_FORMAT", default_value = "pretty", value_parser = ["pretty", "json"], global = true)]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Every role in one process: the default for a laptop.
+    All(RoleArgs),
+    /// The HTTP intake API.
+    Api(RoleArgs),
+    /// A worker pool.
+    Worker(RoleArgs),
+    /// The scheduler: promotes due jobs, rescues jobs of dead workers.
+    Scheduler(RoleArgs),
+    /// Create the database if needed and apply migrations.
+    Migrate(RoleArgs),
+    /// API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Measure a running Conveyor: submit jobs over HTTP, report rates and latencies.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Args)]
+struct RoleArgs {
+    #[command(flatten)]
+    config: Config,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create an API key (and the tenant, when new). Prints the key alone on stdout.
+    Create {
+        /// Tenant name.
+        #[arg(long)]
+        tenant: String,
+        /// Scopes: jobs:write, jobs:read, webhooks:write, webhooks:read, admin (implies all).
+        #[arg(long = "scope", value_delimiter = ',', default_values = ["jobs:write", "jobs:read"])]
+        scopes: Vec<String>,
+        #[command(flatten)]
+        config: Config,
+    },
+}
+
+fn init_logging(format: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    match cli.command {
+        Command::All(a) => run(a.config, Roles::ALL).await,
+        Command::Api(a) => run(a.config, Roles::API).await,
+        Command::Worker(a) => run(a.config, Roles::WORKER).await,
+        Command::Scheduler(a) => run(a.config, Roles::SCHEDULER).await,
+        Command::Migrate(a) => {
+            db::connect_and_migrate(&a.config.database_url, 1).await?;
+            tracing::info!("database is migrated");
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Create {
+            tenant,
+            scopes,
+            config,
+        }) => {
+            let scopes = scopes
+                .iter()
+                .map(|s| Scope::parse(s).ok_or_else(|| anyhow::anyhow!("unknown scope {s:?}")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let store = Store::new(db::connect_and_migrate(&config.database_url, 1).await?);
+            let tenant_id = store.ensure_tenant(&tenant).await?;
+            println!("{}", store.create_key(tenant_id, &scopes).await?);
+            Ok(())
+        }
+        Command::Bench(args) => bench::run(args).await,
+    }
+}
+
+async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
+    let running = app::start(config, roles, Registry::with_builtins()).await?;
+    let stop = running.shutdown_token();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing work in flight");
+        stop.cancel();
+    });
+    running.wait().await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}

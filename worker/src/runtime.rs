@@ -1,0 +1,478 @@
+//! The worker: consumes job messages, claims each job in PostgreSQL under a lease, runs its
+//! handler with a timeout, and records the outcome.
+//!
+//! Ownership of a running job lives in PostgreSQL (the lease), not in an unacked message: the
+//! message is acked as soon as the claim commits. So a job may run for hours without meeting
+//! RabbitMQ's `consumer_timeout`, and a worker that dies loses its jobs only when their lease
+//! expires, when the scheduler's reaper runs them again.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::Context;
+use backoff::backoff::Backoff;
+use conveyor_core::{
+    batch::Batcher,
+    broker::{self, JobMessage, Topology},
+    outbox::{reconnect_backoff, Relay},
+    retry::RetryPolicy,
+    store::{Claim, ClaimedJob, Finish},
+    JobStatus, Store,
+};
+use futures_util::StreamExt;
+use lapin::{
+    message::Delivery,
+    options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions},
+    types::FieldTable,
+};
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::handler::{JobContext, JobError, Registry};
+
+/// Largest claim or finish batch: one statement each.
+const MAX_BATCH: usize = 100;
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub amqp_url: String,
+    pub topology: Topology,
+    pub queues: Vec<String>,
+    pub concurrency: usize,
+    pub lease: Duration,
+    pub retry: RetryPolicy,
+    pub shutdown_grace: Duration,
+    pub allow_private_targets: bool,
+}
+
+impl WorkerConfig {
+    pub fn from_config(cfg: &conveyor_core::Config) -> Self {
+        Self {
+            amqp_url: cfg.amqp_url.clone(),
+            topology: Topology::new(cfg.amqp_prefix.clone()),
+            queues: cfg.worker_queues.clone(),
+            concurrency: cfg.worker_concurrency,
+            lease: cfg.lease,
+            retry: RetryPolicy {
+                initial: cfg.retry_backoff_initial,
+                max: cfg.retry_backoff_max,
+            },
+            shutdown_grace: cfg.shutdown_grace,
+            allow_private_targets: cfg.allow_private_targets,
+        }
+    }
+}
+
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: String,
+    cfg: WorkerConfig,
+    store: Store,
+    registry: Registry,
+    relay: Arc<Relay>,
+    http: reqwest::Client,
+    claims: Batcher<Claim, Option<ClaimedJob>>,
+    finishes: Batcher<Finish, bool>,
+    /// Jobs this process runs now: their lease token, and how to stop them.
+    running: Mutex<HashMap<Uuid, (Uuid, CancellationToken)>>,
+}
+
+enum Outcome {
+    Finished(Finish),
+    /// The job was taken from this worker (cancelled, rescued) or the worker is stopping.
+    Stopped,
+}
+
+impl Worker {
+    pub fn new(cfg: WorkerConfig, store: Store, registry: Registry, relay: Arc<Relay>) -> Self {
+        let id = format!(
+            "{}-{}-{}",
+            hostname(),
+            std::process::id(),
+            &Uuid::new_v4().simple().to_string()[..8]
+        );
+        let claim_store = store.clone();
+        let claim_worker = id.clone();
+        let lease = cfg.lease;
+        let claims = Batcher::spawn(MAX_BATCH, move |reqs: Vec<Claim>| {
+            let store = claim_store.clone();
+            let worker = claim_worker.clone();
+            async move {
+                let claimed = store.claim_jobs(&reqs, &worker, lease).await?;
+                let mut by_token: HashMap<Uuid, ClaimedJob> =
+                    claimed.into_iter().map(|c| (c.token, c)).collect();
+                Ok(reqs.iter().map(|r| by_token.remove(&r.token)).collect())
+            }
+        });
+        let finish_store = store.clone();
+        let finishes = Batcher::spawn(MAX_BATCH, move |reqs: Vec<Finish>| {
+            let store = finish_store.clone();
+            async move {
+                let applied: std::collections::HashSet<Uuid> =
+                    store.finish_jobs(&reqs).await?.into_iter().collect();
+                Ok(reqs.iter().map(|f| applied.contains(&f.job_id)).collect())
+            }
+        });
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .expect("building the HTTP client");
+        Self {
+            inner: Arc::new(Inner {
+                id,
+                cfg,
+                store,
+                registry,
+                relay,
+                http,
+                claims,
+                finishes,
+                running: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// Runs until `shutdown`; then stops taking work, lets running jobs finish within the
+    /// grace period, and hands back those that did not.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let inner = self.inner;
+        tracing::info!(worker = %inner.id, queues = ?inner.cfg.queues, concurrency = inner.cfg.concurrency, "worker started");
+        let tracker = TaskTracker::new();
+        let heartbeat = tokio::spawn(inner.clone().heartbeat_loop());
+        let permits = Arc::new(Semaphore::new(inner.cfg.concurrency));
+        let mut backoff = reconnect_backoff();
+        while !shutdown.is_cancelled() {
+            match inner.clone().consume(&permits, &tracker, &shutdown).await {
+                Ok(()) => backoff.reset(),
+                Err(e) => {
+                    let wait = backoff.next_backoff().unwrap_or(Duration::from_secs(3));
+                    tracing::warn!(error = %format!("{e:#}"), retry_in = ?wait, "worker lost RabbitMQ; reconnecting");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                }
+            }
+        }
+        tracker.close();
+        if tokio::time::timeout(inner.cfg.shutdown_grace, tracker.wait())
+            .await
+            .is_err()
+        {
+            let left: Vec<(Uuid, (Uuid, CancellationToken))> =
+                inner.running.lock().unwrap().drain().collect();
+            let claims: Vec<Claim> = left
+                .iter()
+                .map(|(job_id, (token, _))| Claim {
+                    job_id: *job_id,
+                    token: *token,
+                })
+                .collect();
+            for (_, (_, cancel)) in &left {
+                cancel.cancel();
+            }
+            match inner.store.release(&claims).await {
+                Ok(n) => {
+                    tracing::info!(released = n, "handed back unfinished jobs");
+                    inner.relay.kick();
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "could not hand back jobs; their leases will expire")
+                }
+            }
+            tracker.wait().await;
+        }
+        heartbeat.abort();
+        tracing::info!(worker = %inner.id, "worker stopped");
+        Ok(())
+    }
+}
+
+impl Inner {
+    /// One connection's life: returns Ok on shutdown, Err when the connection failed.
+    async fn consume(
+        self: Arc<Self>,
+        permits: &Arc<Semaphore>,
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let conn =
+            broker::connect(&self.cfg.amqp_url, &format!("conveyor-worker {}", self.id)).await?;
+        broker::declare_base(&conn, &self.cfg.topology).await?;
+        let channel = conn.create_channel().await?;
+        let prefetch = u16::try_from(self.cfg.concurrency).unwrap_or(u16::MAX);
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await?;
+        let mut consumers = Vec::new();
+        for q in &self.cfg.queues {
+            broker::declare_job_queue(&conn, &self.cfg.topology, q).await?;
+            let consumer = channel
+                .basic_consume(
+                    self.cfg.topology.job_queue(q).into(),
+                    format!("{}:{q}", self.id).into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .with_context(|| format!("consuming queue {q}"))?;
+            consumers.push(consumer);
+        }
+        let mut deliveries = futures_util::stream::select_all(consumers);
+        loop {
+            // Take a message only when a slot is free, so prefetched messages wait in RabbitMQ's
+            // accounting (unacked, redelivered if we die) rather than in a local queue.
+            let permit = tokio::select! {
+                p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
+                _ = shutdown.cancelled() => break,
+            };
+            let delivery = tokio::select! {
+                d = deliveries.next() => d,
+                _ = shutdown.cancelled() => break,
+            };
+            match delivery {
+                Some(Ok(delivery)) => {
+                    let me = self.clone();
+                    tracker.spawn(async move {
+                        me.handle(delivery).await;
+                        drop(permit);
+                    });
+                }
+                Some(Err(e)) => return Err(e).context("consumer failed"),
+                None => anyhow::bail!("consumer stream ended"),
+            }
+        }
+        // Unclaimed prefetched messages go back to the queue when the channel closes.
+        let _ = channel.close(200, "worker stopping".into()).await;
+        let _ = conn.close(200, "worker stopping".into()).await;
+        Ok(())
+    }
+
+    async fn handle(self: Arc<Self>, delivery: Delivery) {
+        let msg: JobMessage = match serde_json::from_slice(&delivery.data) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(error = %e, "unreadable job message; dead-lettering it");
+                let _ = delivery
+                    .nack(BasicNackOptions {
+                        requeue: false,
+                        ..Default::default()
+                    })
+                    .await;
+                return;
+            }
+        };
+        let token = Uuid::new_v4();
+        let claimed = match self
+            .claims
+            .call(Claim {
+                job_id: msg.job_id,
+                token,
+            })
+            .await
+        {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                // Running elsewhere, finished, cancelled or not due: a duplicate, nothing to do.
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), job_id = %msg.job_id, "claim failed; message goes back");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let _ = delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await;
+                return;
+            }
+        };
+        // The lease now guards the job; the message has done its work.
+        let _ = delivery.ack(BasicAckOptions::default()).await;
+        let job = &claimed.job;
+        let span = tracing::info_span!("job", job_id = %job.id, job_type = %job.job_type, queue = %job.queue,
+            tenant_id = %claimed.tenant_id, attempt = job.attempts);
+        self.run_claimed(claimed).instrument(span).await;
+    }
+
+    async fn run_claimed(&self, claimed: ClaimedJob) {
+        let job_id = claimed.job.id;
+        let cancel = CancellationToken::new();
+        self.running
+            .lock()
+            .unwrap()
+            .insert(job_id, (claimed.token, cancel.clone()));
+        let outcome = self.attempt(&claimed, cancel).await;
+        self.running.lock().unwrap().remove(&job_id);
+        let Outcome::Finished(finish) = outcome else {
+            tracing::info!("attempt stopped before it finished");
+            return;
+        };
+        let dead = finish.status == JobStatus::Dead;
+        tracing::debug!(status = %finish.status, outcome = finish.outcome, "attempt finished");
+        match self.finishes.call(finish).await {
+            Ok(true) => {
+                if dead {
+                    self.relay.kick(); // its dead-letter message is in the outbox
+                }
+            }
+            Ok(false) => {
+                tracing::info!("job was cancelled or rescued while running; outcome dropped")
+            }
+            // The lease will expire and the reaper will run the job again.
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "could not record the outcome"),
+        }
+    }
+
+    async fn attempt(&self, claimed: &ClaimedJob, cancel: CancellationToken) -> Outcome {
+        let job = &claimed.job;
+        let Some(handler) = self.registry.get(&job.job_type) else {
+            return Outcome::Finished(self.failed(
+                claimed,
+                JobError::retryable(format!(
+                    "no handler for job type {:?} on worker {}",
+                    job.job_type, self.id
+                )),
+                "failed",
+            ));
+        };
+        let ctx = JobContext {
+            job_id: job.id,
+            job_type: job.job_type.clone(),
+            queue: job.queue.clone(),
+            payload: job.payload.clone(),
+            metadata: job.metadata.clone(),
+            attempt: job.attempts,
+            max_attempts: job.max_attempts,
+            cancel: cancel.clone(),
+            http: self.http.clone(),
+            allow_private_targets: self.cfg.allow_private_targets,
+        };
+        // Its own task, so that a panic is caught as a failed attempt and a timeout can abort it.
+        let mut task = tokio::spawn(handler.run(ctx).in_current_span());
+        let timeout = Duration::from_secs(u64::try_from(job.timeout_seconds).unwrap_or(1));
+        tokio::select! {
+            joined = &mut task => match joined {
+                Ok(Ok(result)) => Outcome::Finished(Finish {
+                    job_id: job.id,
+                    token: claimed.token,
+                    status: JobStatus::Succeeded,
+                    result: Some(result),
+                    error: None,
+                    retry_in: Duration::ZERO,
+                    outcome: "succeeded",
+                }),
+                Ok(Err(e)) => Outcome::Finished(self.failed(claimed, e, "failed")),
+                Err(join) => {
+                    let msg = if join.is_panic() { panic_message(join.into_panic()) } else { "handler task was cancelled".into() };
+                    tracing::error!(panic = %msg, "handler panicked");
+                    Outcome::Finished(self.failed(claimed, JobError::retryable(format!("handler panicked: {msg}")), "failed"))
+                }
+            },
+            _ = tokio::time::sleep(timeout) => {
+                cancel.cancel();
+                task.abort();
+                Outcome::Finished(self.failed(claimed,
+                    JobError::retryable(format!("timed out after {}s", job.timeout_seconds)), "timed_out"))
+            }
+            _ = cancel.cancelled() => {
+                task.abort();
+                Outcome::Stopped
+            }
+        }
+    }
+
+    /// The outcome of a failed attempt: another try after a backoff, or dead.
+    fn failed(&self, claimed: &ClaimedJob, e: JobError, outcome: &'static str) -> Finish {
+        let job = &claimed.job;
+        let exhausted = job.attempts >= job.max_attempts;
+        let status = if !e.retryable || exhausted {
+            JobStatus::Dead
+        } else {
+            JobStatus::Retrying
+        };
+        tracing::info!(error = %e.message, retryable = e.retryable, %status, "attempt failed");
+        Finish {
+            job_id: job.id,
+            token: claimed.token,
+            status,
+            result: None::<Value>,
+            error: Some(e.message),
+            retry_in: if status == JobStatus::Retrying {
+                self.cfg
+                    .retry
+                    .delay_after(u32::try_from(job.attempts).unwrap_or(1))
+            } else {
+                Duration::ZERO
+            },
+            outcome,
+        }
+    }
+
+    /// Renews the leases of running jobs; stops those this worker no longer owns.
+    /// Runs until the worker aborts it, after draining: leases must stay fresh while jobs
+    /// finish during shutdown.
+    async fn heartbeat_loop(self: Arc<Self>) {
+        let every = self.cfg.lease / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            let claims: Vec<Claim> = self
+                .running
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(job_id, (token, _))| Claim {
+                    job_id: *job_id,
+                    token: *token,
+                })
+                .collect();
+            if claims.is_empty() {
+                continue;
+            }
+            match self.store.heartbeat(&claims, self.cfg.lease).await {
+                Ok(owned) => {
+                    let owned: std::collections::HashSet<Uuid> = owned.into_iter().collect();
+                    let running = self.running.lock().unwrap();
+                    for c in claims.iter().filter(|c| !owned.contains(&c.job_id)) {
+                        if let Some((token, cancel)) = running.get(&c.job_id) {
+                            if *token == c.token {
+                                tracing::info!(job_id = %c.job_id, "lease lost (cancelled or rescued); stopping the job");
+                                cancel.cancel();
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+            }
+        }
+    }
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "worker".into())
+}
