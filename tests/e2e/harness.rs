@@ -1,0 +1,367 @@
+//! Test harness: every test gets its own PostgreSQL database (cloned from a migrated
+//! template) and its own RabbitMQ name prefix, and runs the real Conveyor against the real
+//! services. Set TEST_LOG=debug to see Conveyor's logs.
+
+use std::{
+    process::{Child, Command, Stdio},
+    sync::Once,
+    time::Duration,
+};
+
+use conveyor::app::{self, Roles, Running};
+use conveyor_core::{broker::Topology, db, Config, Job, JobStatus, Scope, Store};
+use conveyor_worker::Registry;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use sqlx::{Connection, PgConnection};
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+pub fn admin_db_url() -> String {
+    std::env::var("CONVEYOR_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+fn db_url(name: &str) -> String {
+    let admin = admin_db_url();
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+    format!("{base}/{name}")
+}
+
+fn init_logging() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// A migrated template database, made once per migration set; each test clones it, which is
+/// much faster than migrating a fresh database.
+async fn template() -> &'static str {
+    static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+    TEMPLATE
+        .get_or_init(|| async {
+            let mut h = Sha256::new();
+            for m in db::MIGRATOR.iter() {
+                h.update(&m.checksum);
+            }
+            let name = format!("conveyor_tmpl_{}", &hex::encode(h.finalize())[..16]);
+            let mut admin = PgConnection::connect(&admin_db_url())
+                .await
+                .expect("connecting to PostgreSQL");
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                    .bind(&name)
+                    .fetch_one(&mut admin)
+                    .await
+                    .unwrap();
+            if !exists {
+                // Build under a private name and rename, so concurrent test processes never
+                // clone a half-migrated template.
+                let building = format!("conveyor_tmpl_build_{}", Uuid::new_v4().simple());
+                sqlx::query(&format!("CREATE DATABASE \"{building}\""))
+                    .execute(&mut admin)
+                    .await
+                    .unwrap();
+                let pool = db::connect_and_migrate(&db_url(&building), 1)
+                    .await
+                    .expect("migrating the template");
+                pool.close().await;
+                let renamed = sqlx::query(&format!(
+                    "ALTER DATABASE \"{building}\" RENAME TO \"{name}\""
+                ))
+                .execute(&mut admin)
+                .await;
+                if renamed.is_err() {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{building}\""))
+                        .execute(&mut admin)
+                        .await;
+                }
+            }
+            name
+        })
+        .await
+}
+
+/// A fresh database for one test.
+pub async fn fresh_database() -> (String, String) {
+    let tmpl = template().await;
+    let name = format!("conveyor_t_{}", Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(&admin_db_url()).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE \"{name}\" TEMPLATE \"{tmpl}\""))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    (name.clone(), db_url(&name))
+}
+
+pub async fn drop_database(name: &str) {
+    if let Ok(mut admin) = PgConnection::connect(&admin_db_url()).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .execute(&mut admin)
+            .await;
+    }
+}
+
+/// The configuration tests run with: their own database and prefix, short delays.
+pub fn test_config(database_url: &str, prefix: &str) -> Config {
+    let mut cfg = Config::local_defaults();
+    cfg.database_url = database_url.to_owned();
+    cfg.amqp_url = amqp_url();
+    cfg.amqp_prefix = prefix.to_owned();
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.worker_concurrency = 8;
+    cfg.retry_backoff_initial = Duration::from_millis(50);
+    cfg.retry_backoff_max = Duration::from_millis(400);
+    cfg.lease = Duration::from_secs(2);
+    cfg.shutdown_grace = Duration::from_secs(2);
+    cfg.scheduler_tick = Duration::from_millis(50);
+    cfg.outbox_poll = Duration::from_millis(200);
+    cfg.allow_private_targets = true;
+    cfg.db_pool = 8;
+    cfg
+}
+
+pub struct TestApp {
+    pub url: String,
+    pub key: String,
+    pub tenant_id: Uuid,
+    pub client: reqwest::Client,
+    pub store: Store,
+    pub config: Config,
+    db_name: String,
+    running: Option<Running>,
+}
+
+impl TestApp {
+    pub async fn start() -> Self {
+        Self::start_with(Roles::ALL, |_| {}).await
+    }
+
+    pub async fn start_with(roles: Roles, tweak: impl FnOnce(&mut Config)) -> Self {
+        init_logging();
+        let (db_name, url) = fresh_database().await;
+        let prefix = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
+        let mut config = test_config(&url, &prefix);
+        tweak(&mut config);
+        let running = app::start(config.clone(), roles, Registry::with_builtins())
+            .await
+            .expect("starting conveyor");
+        let store = running.store.clone();
+        let tenant_id = store.ensure_tenant("acme").await.unwrap();
+        let key = store.create_key(tenant_id, &[Scope::Admin]).await.unwrap();
+        let addr = running.addr.expect("tests run the API");
+        TestApp {
+            url: format!("http://{addr}"),
+            key,
+            tenant_id,
+            client: reqwest::Client::new(),
+            store,
+            config,
+            db_name,
+            running: Some(running),
+        }
+    }
+
+    /// A key of another tenant, or with other scopes.
+    pub async fn key_for(&self, tenant: &str, scopes: &[Scope]) -> String {
+        let t = self.store.ensure_tenant(tenant).await.unwrap();
+        self.store.create_key(t, scopes).await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let resp = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(&self.key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Submits a job and returns it, asserting it was accepted.
+    pub async fn submit(&self, body: Value) -> Job {
+        let (status, job) = self.post("/v1/jobs", &body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+        serde_json::from_value(job).unwrap()
+    }
+
+    /// Long-polls until the job is terminal (at most `secs`).
+    pub async fn wait_terminal(&self, id: Uuid, secs: u64) -> Job {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let (status, body) = self.get(&format!("/v1/jobs/{id}?wait=5")).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            let job: Job = serde_json::from_value(body).unwrap();
+            if job.status.is_terminal() {
+                return job;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {id} still {} after {secs}s",
+                job.status
+            );
+        }
+    }
+
+    /// Polls until the job has the status (at most `secs`).
+    pub async fn wait_status(&self, id: Uuid, want: JobStatus, secs: u64) -> Job {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let job = self
+                .store
+                .get_job(self.tenant_id, id)
+                .await
+                .unwrap()
+                .unwrap();
+            if job.status == want {
+                return job;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {id} is {} not {want} after {secs}s",
+                job.status
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn attempts(&self, id: Uuid) -> Vec<Value> {
+        let (status, body) = self.get(&format!("/v1/jobs/{id}/attempts")).await;
+        assert_eq!(status, StatusCode::OK);
+        body["data"].as_array().unwrap().clone()
+    }
+
+    pub fn topology(&self) -> Topology {
+        Topology::new(self.config.amqp_prefix.clone())
+    }
+
+    /// Starts the given roles in this process too (a second worker, say), on the same
+    /// database and prefix.
+    pub async fn start_more(&self, roles: Roles) -> Running {
+        app::start(self.config.clone(), roles, Registry::with_builtins())
+            .await
+            .unwrap()
+    }
+
+    /// Spawns `conveyor <role>` as its own process, on the same database and prefix.
+    pub fn spawn_process(&self, role: &str) -> Child {
+        let c = &self.config;
+        Command::new(env!("CARGO_BIN_EXE_conveyor"))
+            .arg(role)
+            .env("DATABASE_URL", &c.database_url)
+            .env("AMQP_URL", &c.amqp_url)
+            .env("CONVEYOR_AMQP_PREFIX", &c.amqp_prefix)
+            .env(
+                "CONVEYOR_LEASE",
+                humantime::format_duration(c.lease).to_string(),
+            )
+            .env("CONVEYOR_WORKER_CONCURRENCY", "4")
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(if std::env::var("TEST_LOG").is_ok() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .expect("spawning conveyor")
+    }
+
+    /// Stops Conveyor and removes the test's database and RabbitMQ objects.
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await.unwrap();
+        }
+        self.store.pool().close().await;
+        delete_amqp_objects(&self.config.amqp_url, &self.topology(), &["default"]).await;
+        drop_database(&self.db_name).await;
+    }
+}
+
+pub async fn delete_amqp_objects(amqp_url: &str, topo: &Topology, queues: &[&str]) {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    let Ok(conn) = conveyor_core::broker::connect(amqp_url, "test-cleanup").await else {
+        return;
+    };
+    let Ok(ch) = conn.create_channel().await else {
+        return;
+    };
+    for q in queues {
+        let _ = ch
+            .queue_delete(topo.job_queue(q).into(), QueueDeleteOptions::default())
+            .await;
+    }
+    let _ = ch
+        .queue_delete(
+            topo.dead_letter_queue().into(),
+            QueueDeleteOptions::default(),
+        )
+        .await;
+    let _ = ch
+        .exchange_delete(
+            topo.jobs_exchange().into(),
+            ExchangeDeleteOptions::default(),
+        )
+        .await;
+    let _ = ch
+        .exchange_delete(
+            topo.dead_letter_exchange().into(),
+            ExchangeDeleteOptions::default(),
+        )
+        .await;
+    let _ = conn.close(200, "done".into()).await;
+}
+
+/// Every message on a queue, as job ids (the messages are consumed).
+pub async fn drain_queue(amqp_url: &str, queue: &str) -> Vec<Uuid> {
+    use lapin::options::{BasicAckOptions, BasicGetOptions};
+    let conn = conveyor_core::broker::connect(amqp_url, "test-drain")
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let mut ids = Vec::new();
+    while let Some(msg) = ch
+        .basic_get(queue.into(), BasicGetOptions::default())
+        .await
+        .unwrap()
+    {
+        let body: Value = serde_json::from_slice(&msg.delivery.data).unwrap();
+        ids.push(body["job_id"].as_str().unwrap().parse().unwrap());
+        msg.delivery.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    let _ = conn.close(200, "done".into()).await;
+    ids
+}
+
+pub fn echo(payload: Value) -> Value {
+    json!({"type": "echo", "payload": payload})
+}

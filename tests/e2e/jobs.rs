@@ -1,0 +1,397 @@
+//! The job lifecycle: run, retry, time out, dead-letter, idempotency, long-poll, cancel.
+
+use std::time::{Duration, Instant};
+
+use conveyor_core::JobStatus;
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::harness::{drain_queue, echo, TestApp};
+
+#[tokio::test]
+async fn echo_job_succeeds_with_its_payload_as_result() {
+    let app = TestApp::start().await;
+    let job = app
+        .submit(echo(json!({"hello": "world", "n": [1, 2, 3]})))
+        .await;
+    assert_eq!(job.status, JobStatus::Queued);
+    assert_eq!(job.queue, "default");
+
+    let done = app.wait_terminal(job.id, 30).await;
+    assert_eq!(done.status, JobStatus::Succeeded);
+    assert_eq!(done.result, Some(json!({"hello": "world", "n": [1, 2, 3]})));
+    assert_eq!(done.attempts, 1);
+    assert!(done.finished_at.is_some() && done.started_at.is_some());
+    let attempts = app.attempts(job.id).await;
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0]["outcome"], "succeeded");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn failing_twice_succeeds_on_the_third_attempt() {
+    let app = TestApp::start().await;
+    let job = app
+        .submit(json!({"type": "fail", "payload": {"times": 2}, "max_attempts": 5}))
+        .await;
+    let done = app.wait_terminal(job.id, 30).await;
+    assert_eq!(done.status, JobStatus::Succeeded);
+    assert_eq!(done.attempts, 3);
+    assert_eq!(done.result, Some(json!({"succeeded_on_attempt": 3})));
+
+    let attempts = app.attempts(job.id).await;
+    let outcomes: Vec<&str> = attempts
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["failed", "failed", "succeeded"]);
+    assert!(attempts[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("failing attempt 1"));
+    // Backoff: each retry started after the previous attempt finished.
+    for pair in attempts.windows(2) {
+        assert!(pair[1]["started_at"].as_str() > pair[0]["finished_at"].as_str());
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn exhausted_job_is_dead_and_in_the_dead_letter_queue() {
+    let app = TestApp::start().await;
+    let job = app
+        .submit(
+            json!({"type": "fail", "payload": {"times": 10, "message": "boom"}, "max_attempts": 3}),
+        )
+        .await;
+    let done = app.wait_terminal(job.id, 30).await;
+    assert_eq!(done.status, JobStatus::Dead);
+    assert_eq!(done.attempts, 3);
+    assert_eq!(done.error.as_deref(), Some("boom"));
+    assert_eq!(app.attempts(job.id).await.len(), 3);
+
+    // The dead-letter message is published by the outbox relay after the commit.
+    let dlq = app.topology().dead_letter_queue();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while !seen.contains(&job.id) {
+        assert!(
+            Instant::now() < deadline,
+            "job {} never reached {dlq}",
+            job.id
+        );
+        seen.extend(drain_queue(&app.config.amqp_url, &dlq).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn permanent_failure_skips_remaining_attempts() {
+    let app = TestApp::start().await;
+    let job = app
+        .submit(
+            json!({"type": "fail", "payload": {"times": 1, "permanent": true}, "max_attempts": 5}),
+        )
+        .await;
+    let done = app.wait_terminal(job.id, 30).await;
+    assert_eq!(done.status, JobStatus::Dead);
+    assert_eq!(done.attempts, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn sleep_longer_than_its_timeout_is_retried() {
+    let app = TestApp::start().await;
+    let job = app.submit(json!({"type": "sleep", "payload": {"ms": 5000}, "timeout_seconds": 1, "max_attempts": 2})).await;
+    let done = app.wait_terminal(job.id, 30).await;
+    assert_eq!(done.status, JobStatus::Dead);
+    assert_eq!(done.attempts, 2);
+    let attempts = app.attempts(job.id).await;
+    let outcomes: Vec<&str> = attempts
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["timed_out", "timed_out"]);
+    assert!(attempts[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("timed out after 1s"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_panicking_handler_is_a_failed_attempt_not_a_dead_worker() {
+    let app = TestApp::start_with(conveyor::app::Roles::API, |_| {}).await;
+    let mut registry = conveyor_worker::Registry::with_builtins();
+    registry.register("explode", |_ctx: conveyor_worker::JobContext| async move {
+        if true {
+            panic!("kaboom");
+        }
+        Ok(json!(null))
+    });
+    // The API only accepts types it knows, so this test's worker and API share the registry.
+    let mut cfg = app.config.clone();
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    let both = conveyor::app::start(cfg, conveyor::app::Roles::ALL, registry)
+        .await
+        .unwrap();
+    let url = format!("http://{}", both.addr.unwrap());
+    let resp = app
+        .client
+        .post(format!("{url}/v1/jobs"))
+        .bearer_auth(&app.key)
+        .json(&json!({"type": "explode", "max_attempts": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let id: uuid::Uuid = resp.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let done = app.wait_terminal(id, 30).await;
+    assert_eq!(done.status, JobStatus::Dead);
+    assert!(done.error.unwrap().contains("kaboom"));
+    // The worker survived: it still runs jobs.
+    let after = app.submit(echo(json!(1))).await;
+    assert_eq!(
+        app.wait_terminal(after.id, 30).await.status,
+        JobStatus::Succeeded
+    );
+    both.stop().await.unwrap();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn idempotency_key_returns_the_same_job_and_refuses_a_different_body() {
+    let app = TestApp::start().await;
+    let send = |body: serde_json::Value, key: &'static str| {
+        let req = app
+            .client
+            .post(format!("{}/v1/jobs", app.url))
+            .bearer_auth(&app.key)
+            .header("Idempotency-Key", key)
+            .json(&body);
+        async move {
+            let resp = req.send().await.unwrap();
+            (
+                resp.status(),
+                resp.json::<serde_json::Value>().await.unwrap(),
+            )
+        }
+    };
+    let (s1, first) = send(echo(json!({"order": 42})), "order-42").await;
+    assert_eq!(s1, StatusCode::ACCEPTED);
+    let (s2, again) = send(echo(json!({"order": 42})), "order-42").await;
+    assert_eq!(s2, StatusCode::OK);
+    assert_eq!(again["id"], first["id"]);
+    let (s3, conflict) = send(echo(json!({"order": 43})), "order-42").await;
+    assert_eq!(s3, StatusCode::CONFLICT);
+    assert_eq!(conflict["status"], 409);
+
+    // Only one job exists.
+    let (_, list) = app.get("/v1/jobs").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+
+    // The key may also come in the body.
+    let (s4, body_key) = app
+        .post(
+            "/v1/jobs",
+            &json!({"type": "echo", "idempotency_key": "k2"}),
+        )
+        .await;
+    let (s5, body_key_again) = app
+        .post(
+            "/v1/jobs",
+            &json!({"type": "echo", "idempotency_key": "k2"}),
+        )
+        .await;
+    assert_eq!((s4, s5), (StatusCode::ACCEPTED, StatusCode::OK));
+    assert_eq!(body_key["id"], body_key_again["id"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn long_poll_returns_as_soon_as_the_job_finishes() {
+    let app = TestApp::start().await;
+    let job = app
+        .submit(json!({"type": "sleep", "payload": {"ms": 800}}))
+        .await;
+    let started = Instant::now();
+    let (status, body) = app.get(&format!("/v1/jobs/{}?wait=30", job.id)).await;
+    let waited = started.elapsed();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "succeeded");
+    // It waited for the job (not an immediate answer) and woke when the job finished, far
+    // before the 30 s it was allowed.
+    assert!(
+        waited >= Duration::from_millis(500),
+        "answered before the job could finish: {waited:?}"
+    );
+    // Woken by the completion itself, not by the 5 s safety re-read: the answer came soon
+    // after the job's finish, on the same clock (this machine).
+    let finished: chrono::DateTime<chrono::Utc> =
+        body["finished_at"].as_str().unwrap().parse().unwrap();
+    let lag = chrono::Utc::now() - finished;
+    assert!(
+        lag < chrono::TimeDelta::milliseconds(2500),
+        "woke {lag} after the job finished"
+    );
+
+    // Without wait, a running job is answered at once.
+    let slow = app
+        .submit(json!({"type": "sleep", "payload": {"ms": 3000}}))
+        .await;
+    let (_, now) = app.get(&format!("/v1/jobs/{}", slow.id)).await;
+    assert!(["queued", "running"].contains(&now["status"].as_str().unwrap()));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn batch_submit_list_pagination_and_filters() {
+    let app = TestApp::start().await;
+    let jobs: Vec<_> = (0..7).map(|i| echo(json!({"i": i}))).collect();
+    let (status, body) = app.post("/v1/jobs/batch", &json!({"jobs": jobs})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let ids: Vec<String> = body["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 7);
+    for id in &ids {
+        app.wait_terminal(id.parse().unwrap(), 30).await;
+    }
+    app.submit(json!({"type": "sleep", "queue": "default", "payload": {"ms": 1}, "run_at": "2999-01-01T00:00:00Z"})).await;
+
+    // Pages of 3, newest first, with no overlap and nothing missed.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/jobs?type=echo&limit=3&cursor={c}"),
+            None => "/v1/jobs?type=echo&limit=3".to_owned(),
+        };
+        let (status, page) = app.get(&path).await;
+        assert_eq!(status, StatusCode::OK);
+        seen.extend(
+            page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|j| j["id"].as_str().unwrap().to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let mut newest_first = ids.clone();
+    newest_first.reverse();
+    assert_eq!(seen, newest_first);
+
+    let (_, scheduled) = app.get("/v1/jobs?status=scheduled").await;
+    assert_eq!(scheduled["data"].as_array().unwrap().len(), 1);
+    assert_eq!(scheduled["data"][0]["type"], "sleep");
+    let (_, succeeded) = app.get("/v1/jobs?status=succeeded&limit=200").await;
+    assert_eq!(succeeded["data"].as_array().unwrap().len(), 7);
+
+    // A batch with one bad job is refused whole, naming the job.
+    let (status, err) = app
+        .post(
+            "/v1/jobs/batch",
+            &json!({"jobs": [echo(json!(1)), {"type": "nope"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(err["errors"][0]["field"], "jobs[1].type");
+    let (_, all) = app.get("/v1/jobs?limit=200").await;
+    assert_eq!(all["data"].as_array().unwrap().len(), 8);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn delayed_job_waits_then_runs() {
+    let app = TestApp::start().await;
+    let job = app
+        .submit(json!({"type": "echo", "delay_seconds": 1}))
+        .await;
+    assert_eq!(job.status, JobStatus::Scheduled);
+    let done = app.wait_terminal(job.id, 30).await;
+    assert_eq!(done.status, JobStatus::Succeeded);
+    assert!(done.started_at.unwrap() >= job.run_at);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_queued_and_running_jobs_and_refuse_terminal_ones() {
+    let app = TestApp::start().await;
+    let later = app
+        .submit(json!({"type": "echo", "run_at": "2999-01-01T00:00:00Z"}))
+        .await;
+    let (status, body) = app
+        .post(&format!("/v1/jobs/{}/cancel", later.id), &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "cancelled");
+    let (status, _) = app
+        .post(&format!("/v1/jobs/{}/cancel", later.id), &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    // A running job is stopped by its next heartbeat and its outcome is dropped.
+    let running = app
+        .submit(json!({"type": "sleep", "payload": {"ms": 20000}, "max_attempts": 1}))
+        .await;
+    app.wait_status(running.id, JobStatus::Running, 15).await;
+    let (status, body) = app
+        .post(&format!("/v1/jobs/{}/cancel", running.id), &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "cancelled");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, after) = app.get(&format!("/v1/jobs/{}", running.id)).await;
+    assert_eq!(after["status"], "cancelled");
+    let attempts = app.attempts(running.id).await;
+    assert_eq!(attempts[0]["error"], "cancelled");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_submissions_under_one_idempotency_key_make_one_job() {
+    let app = TestApp::start_with(conveyor::app::Roles::API, |_| {}).await;
+    let sends = (0..24).map(|_| {
+        app.client
+            .post(format!("{}/v1/jobs", app.url))
+            .bearer_auth(&app.key)
+            .header("Idempotency-Key", "same-for-all")
+            .json(&echo(json!({"n": 1})))
+            .send()
+    });
+    let mut created = 0;
+    let mut ids = std::collections::HashSet::new();
+    for resp in futures_util::future::join_all(sends).await {
+        let resp = resp.unwrap();
+        match resp.status() {
+            StatusCode::ACCEPTED => created += 1,
+            StatusCode::OK => {}
+            other => panic!("unexpected {other}"),
+        }
+        ids.insert(
+            resp.json::<serde_json::Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!((created, ids.len()), (1, 1));
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+    app.stop().await;
+}

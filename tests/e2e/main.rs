@@ -1,0 +1,11 @@
+//! End-to-end tests against the real PostgreSQL and RabbitMQ: one binary, each test with its
+//! own database and RabbitMQ prefix, so they run in parallel.
+
+mod harness;
+
+mod api_errors;
+mod auth;
+mod crash;
+mod jobs;
+mod leases;
+mod outage;
