@@ -108,6 +108,7 @@ pub async fn start(cfg: Config, roles: Roles, registry: Registry) -> anyhow::Res
             registry.catalog(),
             cfg.max_body_bytes,
             cfg.allow_private_targets,
+            shutdown.clone(),
         );
         tasks.spawn(conveyor_api::serve(listener, state, shutdown.clone()));
     }

@@ -209,7 +209,10 @@ async fn get_job(
             .get_job(p.tenant_id, id)
             .await?
             .ok_or_else(|| Problem::not_found("no such job"))?;
-        if job.status.is_terminal() || tokio::time::Instant::now() >= deadline {
+        if job.status.is_terminal()
+            || tokio::time::Instant::now() >= deadline
+            || state.shutdown.is_cancelled()
+        {
             return Ok(Json(job));
         }
         let recheck = tokio::time::Instant::now() + RECHECK;
@@ -223,6 +226,7 @@ async fn get_job(
                     Err(RecvError::Closed) => { tokio::time::sleep_until(until).await; break }
                 },
                 _ = tokio::time::sleep_until(until) => break,
+                _ = state.shutdown.cancelled() => break,
             }
         }
     }

@@ -40,6 +40,9 @@ pub struct AppState {
     waiters: Arc<Waiters>,
     max_body_bytes: usize,
     allow_private_targets: bool,
+    /// Cancelled when the process stops, so long-polls answer at once instead of holding up
+    /// the graceful shutdown.
+    shutdown: CancellationToken,
 }
 
 impl AppState {
@@ -49,6 +52,7 @@ impl AppState {
         catalog: JobCatalog,
         max_body_bytes: usize,
         allow_private_targets: bool,
+        shutdown: CancellationToken,
     ) -> Self {
         let group_store = store.clone();
         let inserts = Batcher::spawn(256, move |jobs: Vec<(Uuid, NewJob)>| {
@@ -64,6 +68,7 @@ impl AppState {
             waiters: Arc::new(Waiters::new()),
             max_body_bytes,
             allow_private_targets,
+            shutdown,
         }
     }
 }

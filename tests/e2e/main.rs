@@ -9,3 +9,4 @@ mod crash;
 mod jobs;
 mod leases;
 mod outage;
+mod throwaway;

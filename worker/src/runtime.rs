@@ -247,8 +247,9 @@ impl Inner {
             match delivery {
                 Some(Ok(delivery)) => {
                     let me = self.clone();
+                    let shutdown = shutdown.clone();
                     tracker.spawn(async move {
-                        me.handle(delivery).await;
+                        me.handle(delivery, shutdown).await;
                         drop(permit);
                     });
                 }
@@ -262,7 +263,7 @@ impl Inner {
         Ok(())
     }
 
-    async fn handle(self: Arc<Self>, delivery: Delivery) {
+    async fn handle(self: Arc<Self>, delivery: Delivery, shutdown: CancellationToken) {
         let msg: JobMessage = match serde_json::from_slice(&delivery.data) {
             Ok(m) => m,
             Err(e) => {
@@ -277,30 +278,33 @@ impl Inner {
             }
         };
         let token = Uuid::new_v4();
-        let claimed = match self
-            .claims
-            .call(Claim {
-                job_id: msg.job_id,
-                token,
-            })
-            .await
-        {
-            Ok(Some(c)) => c,
-            Ok(None) => {
-                // Running elsewhere, finished, cancelled or not due: a duplicate, nothing to do.
-                let _ = delivery.ack(BasicAckOptions::default()).await;
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), job_id = %msg.job_id, "claim failed; message goes back");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let _ = delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await;
-                return;
+        let mut backoff = reconnect_backoff();
+        let claimed = loop {
+            match self
+                .claims
+                .call(Claim {
+                    job_id: msg.job_id,
+                    token,
+                })
+                .await
+            {
+                Ok(Some(c)) => break c,
+                Ok(None) => {
+                    // Running elsewhere, finished or cancelled: a duplicate, nothing to do.
+                    let _ = delivery.ack(BasicAckOptions::default()).await;
+                    return;
+                }
+                // PostgreSQL is unreachable. Keep the message (unacked, it stays ours and goes
+                // back to the queue if we stop or die) and try again, rather than bouncing it
+                // through RabbitMQ, which counts redeliveries and may dead-letter it.
+                Err(e) => {
+                    let wait = backoff.next_backoff().unwrap_or(Duration::from_secs(3));
+                    tracing::warn!(error = %format!("{e:#}"), job_id = %msg.job_id, retry_in = ?wait, "claim failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
             }
         };
         // The lease now guards the job; the message has done its work.
@@ -308,10 +312,10 @@ impl Inner {
         let job = &claimed.job;
         let span = tracing::info_span!("job", job_id = %job.id, job_type = %job.job_type, queue = %job.queue,
             tenant_id = %claimed.tenant_id, attempt = job.attempts);
-        self.run_claimed(claimed).instrument(span).await;
+        self.run_claimed(claimed, &shutdown).instrument(span).await;
     }
 
-    async fn run_claimed(&self, claimed: ClaimedJob) {
+    async fn run_claimed(&self, claimed: ClaimedJob, shutdown: &CancellationToken) {
         let job_id = claimed.job.id;
         let cancel = CancellationToken::new();
         self.running
@@ -319,24 +323,47 @@ impl Inner {
             .unwrap()
             .insert(job_id, (claimed.token, cancel.clone()));
         let outcome = self.attempt(&claimed, cancel).await;
-        self.running.lock().unwrap().remove(&job_id);
-        let Outcome::Finished(finish) = outcome else {
+        if let Outcome::Finished(finish) = outcome {
+            self.record(finish, shutdown).await;
+        } else {
             tracing::info!("attempt stopped before it finished");
-            return;
-        };
+        }
+        // Only now: while the outcome is being recorded the heartbeat keeps the lease fresh.
+        self.running.lock().unwrap().remove(&job_id);
+    }
+
+    /// Records an attempt's outcome. When PostgreSQL is unreachable it keeps trying, so that a
+    /// known result is not thrown away and the job run again. That is safe however late it
+    /// gets through: if the job was rescued meanwhile, the token fence refuses the outcome.
+    /// A stopping worker gives up; the lease then runs out and the reaper owns the job.
+    async fn record(&self, finish: Finish, shutdown: &CancellationToken) {
         let dead = finish.status == JobStatus::Dead;
         tracing::debug!(status = %finish.status, outcome = finish.outcome, "attempt finished");
-        match self.finishes.call(finish).await {
-            Ok(true) => {
-                if dead {
-                    self.relay.kick(); // its dead-letter message is in the outbox
+        let mut backoff = reconnect_backoff();
+        loop {
+            match self.finishes.call(finish.clone()).await {
+                Ok(true) => {
+                    if dead {
+                        self.relay.kick(); // its dead-letter message is in the outbox
+                    }
+                    return;
+                }
+                Ok(false) => {
+                    tracing::info!("job was cancelled or rescued while running; outcome dropped");
+                    return;
+                }
+                Err(e) => {
+                    let wait = backoff.next_backoff().unwrap_or(Duration::from_secs(3));
+                    tracing::warn!(error = %format!("{e:#}"), retry_in = ?wait, "could not record the outcome; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.cancelled() => {
+                            tracing::error!("stopping before the outcome was recorded; the reaper will run the job again");
+                            return;
+                        }
+                    }
                 }
             }
-            Ok(false) => {
-                tracing::info!("job was cancelled or rescued while running; outcome dropped")
-            }
-            // The lease will expire and the reaper will run the job again.
-            Err(e) => tracing::error!(error = %format!("{e:#}"), "could not record the outcome"),
         }
     }
 
