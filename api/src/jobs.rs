@@ -80,10 +80,15 @@ async fn submit(
     let job = parse_job(&rules(&state), &body, header_key, "")
         .await
         .map_err(Problem::validation)?;
-    let inserted = state.inserts.call((p.tenant_id, job)).await.map_err(|e| {
-        tracing::warn!(error = %format!("{e:#}"), "could not store a job");
-        Problem::unavailable("the job could not be stored; try again shortly")
-    })?;
+    let inserted = state
+        .inserts
+        .call((p.tenant_id, job))
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %format!("{e:#}"), "could not store a job");
+            Problem::unavailable("the job could not be stored; try again shortly")
+        })?
+        .map_err(Problem::from)?;
     match inserted {
         InsertOutcome::Created(job) => {
             if job.status == JobStatus::Queued {

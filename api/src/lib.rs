@@ -34,7 +34,7 @@ pub struct AppState {
     store: Store,
     relay: Arc<Relay>,
     /// Single submissions, committed in groups (see `Store::insert_jobs_grouped`).
-    inserts: Batcher<(Uuid, NewJob), InsertOutcome>,
+    inserts: Batcher<(Uuid, NewJob), Result<InsertOutcome, sqlx::Error>>,
     catalog: Arc<JobCatalog>,
     keys: Arc<KeyCache>,
     waiters: Arc<Waiters>,
@@ -57,7 +57,24 @@ impl AppState {
         let group_store = store.clone();
         let inserts = Batcher::spawn(256, move |jobs: Vec<(Uuid, NewJob)>| {
             let store = group_store.clone();
-            async move { Ok(store.insert_jobs_grouped(&jobs).await?) }
+            async move {
+                match store.insert_jobs_grouped(&jobs).await {
+                    Ok(outcomes) => Ok(outcomes.into_iter().map(Ok).collect()),
+                    // Unreachable: every caller of the group gets its 503.
+                    Err(e) if problem::db_unreachable(&e) => Err(e.into()),
+                    // Refused: something in one job failed the whole group. Insert them one
+                    // by one, so that only that job's request fails.
+                    Err(e) => {
+                        tracing::warn!(error = %e, jobs = jobs.len(), "a grouped insert failed; inserting one by one");
+                        let mut out = Vec::with_capacity(jobs.len());
+                        for job in jobs {
+                            let one = store.insert_jobs_grouped(std::slice::from_ref(&job)).await;
+                            out.push(one.map(|mut v| v.remove(0)));
+                        }
+                        Ok(out)
+                    }
+                }
+            }
         });
         Self {
             store,

@@ -186,17 +186,22 @@ impl IntoResponse for Problem {
 
 /// A failure of PostgreSQL is ours, not the client's: an outage is a 503 to retry, anything
 /// else a 500. The cause goes to the log only.
+/// Whether the error means PostgreSQL could not be reached (as opposed to refusing a query).
+pub fn db_unreachable(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
+    )
+}
+
 impl From<sqlx::Error> for Problem {
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                tracing::warn!(error = %e, "PostgreSQL unavailable");
-                Problem::unavailable("the database is unavailable; try again shortly")
-            }
-            e => {
-                tracing::error!(error = %e, "database error");
-                Problem::internal()
-            }
+        if db_unreachable(&e) {
+            tracing::warn!(error = %e, "PostgreSQL unavailable");
+            Problem::unavailable("the database is unavailable; try again shortly")
+        } else {
+            tracing::error!(error = %e, "database error");
+            Problem::internal()
         }
     }
 }

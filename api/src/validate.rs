@@ -48,6 +48,13 @@ pub async fn parse_job(
         };
         return Err(vec![FieldError::new(field, "must be a JSON object")]);
     };
+    // PostgreSQL cannot store U+0000 in text or jsonb; refuse it here, naming where it is.
+    if let Some(path) = find_nul(body, prefix.trim_end_matches('.')) {
+        errs.push(FieldError::new(
+            path,
+            "must not contain the NUL character (\\u0000)",
+        ));
+    }
     for key in obj.keys().filter(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
         errs.push(FieldError::new(f(key), "unknown field"));
     }
@@ -226,6 +233,36 @@ pub async fn parse_job(
     })
 }
 
+/// The path of the first string (or object key) holding U+0000, if any.
+fn find_nul(v: &Value, path: &str) -> Option<String> {
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match v {
+        Value::String(s) if s.contains('\0') => Some(if path.is_empty() {
+            "body".into()
+        } else {
+            path.to_owned()
+        }),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| find_nul(item, &format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, item)| {
+            if k.contains('\0') {
+                Some(join(&k.replace('\0', "\\u0000")))
+            } else {
+                find_nul(item, &join(k))
+            }
+        }),
+        _ => None,
+    }
+}
+
 fn int_field(
     obj: &Map<String, Value>,
     name: &str,
@@ -294,6 +331,41 @@ mod tests {
         ] {
             assert!(fields.contains(&f), "{f} missing from {fields:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn nul_characters_are_refused_where_they_are() {
+        let c = catalog();
+        let rules = JobRules {
+            catalog: &c,
+            allow_private_targets: false,
+        };
+        for (body, field) in [
+            (
+                json!({"type": "echo", "payload": {"a": [1, "x\u{0}y"]}}),
+                "payload.a[1]",
+            ),
+            (
+                json!({"type": "echo", "metadata": {"k\u{0}": 1}}),
+                "metadata.k\\u0000",
+            ),
+            (
+                json!({"type": "echo", "idempotency_key": "\u{0}"}),
+                "idempotency_key",
+            ),
+        ] {
+            let errs = parse_job(&rules, &body, None, "").await.unwrap_err();
+            assert_eq!(errs[0].field, field, "{body}");
+        }
+        let errs = parse_job(
+            &rules,
+            &json!({"type": "echo", "payload": "\u{0}"}),
+            None,
+            "jobs[4].",
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(errs[0].field, "jobs[4].payload");
     }
 
     #[tokio::test]

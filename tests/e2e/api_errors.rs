@@ -122,6 +122,19 @@ async fn bad_input_gets_problem_json_and_changes_nothing() {
     .await;
     assert_eq!(p["errors"][0]["field"], "payload.url");
 
+    // NUL characters, which PostgreSQL cannot store: 422 naming where, not a 5xx.
+    let p = assert_problem(
+        post(
+            r#"{"type": "echo", "payload": {"a": "x\u0000"}}"#,
+            "application/json",
+        )
+        .await
+        .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(p["errors"][0]["field"], "payload.a");
+
     // Oversized body: 413.
     let big = format!(r#"{{"type": "echo", "payload": "{}"}}"#, "x".repeat(5000));
     let resp = app
@@ -235,5 +248,44 @@ async fn health_and_readiness() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(ready, StatusCode::OK);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_the_database_refuses_fails_alone_not_its_group() {
+    let app = TestApp::start_with(conveyor::app::Roles::API, |_| {}).await;
+    // Stand-in for any refusal validation did not foresee, in this test's own database.
+    sqlx::query(
+        "ALTER TABLE jobs ADD CONSTRAINT refuse_poison CHECK (payload <> '\"poison\"'::jsonb)",
+    )
+    .execute(app.store.pool())
+    .await
+    .unwrap();
+    let sends = (0..30).map(|i| {
+        let payload = if i == 7 {
+            json!("poison")
+        } else {
+            json!({"i": i})
+        };
+        app.client
+            .post(format!("{}/v1/jobs", app.url))
+            .bearer_auth(&app.key)
+            .json(&json!({"type": "echo", "payload": payload}))
+            .send()
+    });
+    let statuses: Vec<StatusCode> = futures_util::future::join_all(sends)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().status())
+        .collect();
+    for (i, status) in statuses.iter().enumerate() {
+        let want = if i == 7 {
+            StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            StatusCode::ACCEPTED
+        };
+        assert_eq!(*status, want, "request {i}");
+    }
+    assert_eq!(job_count(&app).await, 29);
     app.stop().await;
 }
