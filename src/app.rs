@@ -44,7 +44,10 @@ pub struct Running {
     pub addr: Option<SocketAddr>,
     pub store: Store,
     shutdown: CancellationToken,
-    tasks: JoinSet<anyhow::Result<()>>,
+    roles: JoinSet<anyhow::Result<()>>,
+    relay: Arc<Relay>,
+    relay_stop: CancellationToken,
+    relay_task: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -56,7 +59,7 @@ impl Running {
     /// Runs until a role fails or shutdown is asked, then stops every role and waits for them.
     pub async fn wait(mut self) -> anyhow::Result<()> {
         let mut result = Ok(());
-        while let Some(joined) = self.tasks.join_next().await {
+        while let Some(joined) = self.roles.join_next().await {
             let outcome = joined.context("a role panicked").and_then(|r| r);
             if let Err(e) = outcome {
                 if result.is_ok() {
@@ -66,6 +69,11 @@ impl Running {
             // Whatever ended first, everything stops.
             self.shutdown.cancel();
         }
+        // The relay stops last, after one more pass: rows written while the roles stopped
+        // (hand-backs, dead letters) go out now, not at another process's next poll.
+        self.relay_stop.cancel();
+        let _ = self.relay_task.await;
+        self.relay.drain().await;
         result
     }
 
@@ -87,15 +95,9 @@ pub async fn start(cfg: Config, roles: Roles, registry: Registry) -> anyhow::Res
         Topology::new(cfg.amqp_prefix.clone()),
         cfg.outbox_poll,
     );
+    let relay_stop = CancellationToken::new();
+    let relay_task = tokio::spawn(relay.clone().run(relay_stop.clone()));
     let mut tasks = JoinSet::new();
-    {
-        let relay = relay.clone();
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            relay.run(stop).await;
-            Ok(())
-        });
-    }
     let mut addr = None;
     if roles.api {
         let listener = TcpListener::bind(cfg.listen)
@@ -108,6 +110,7 @@ pub async fn start(cfg: Config, roles: Roles, registry: Registry) -> anyhow::Res
             registry.catalog(),
             cfg.max_body_bytes,
             cfg.allow_private_targets,
+            cfg.queues.clone(),
             shutdown.clone(),
         );
         tasks.spawn(conveyor_api::serve(listener, state, shutdown.clone()));
@@ -133,6 +136,9 @@ pub async fn start(cfg: Config, roles: Roles, registry: Registry) -> anyhow::Res
         addr,
         store,
         shutdown,
-        tasks,
+        roles: tasks,
+        relay,
+        relay_stop,
+        relay_task,
     })
 }

@@ -28,7 +28,7 @@ pub struct BenchArgs {
     pub url: String,
     /// API key with jobs:write and jobs:read. Without one, a key for tenant `bench` is made
     /// directly in the database (DATABASE_URL).
-    #[arg(long, env = "CONVEYOR_API_KEY")]
+    #[arg(long, env = "CONVEYOR_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
     /// Jobs to submit.
     #[arg(short = 'n', long, default_value_t = 20_000)]

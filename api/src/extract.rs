@@ -2,7 +2,7 @@
 
 use axum::{
     body::Body,
-    extract::{FromRequest, FromRequestParts, Request},
+    extract::{FromRequest, FromRequestParts, Path, Request},
     http::{header, request::Parts},
 };
 use serde_json::Value;
@@ -49,6 +49,22 @@ impl FromRequest<AppState> for JsonBody {
         let value: Value =
             serde_json::from_slice(&bytes).map_err(|e| Problem::malformed_json(e.to_string()))?;
         Ok(JsonBody(value))
+    }
+}
+
+/// The job id in the path: a bad one (not a UUID, not UTF-8) is a 400 problem.
+pub struct JobId(pub uuid::Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for JobId {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| Problem::bad_request("the job id in the path is not valid text"))?;
+        uuid::Uuid::parse_str(&raw)
+            .map(JobId)
+            .map_err(|_| Problem::bad_request(format!("{raw:?} is not a valid job id (a UUID)")))
     }
 }
 

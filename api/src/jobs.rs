@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use axum::{
-    extract::{Path, State},
+    extract::State,
     http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::Auth,
-    extract::{JsonBody, QueryPairs},
+    extract::{JobId, JsonBody, QueryPairs},
     problem::{ApiResult, FieldError, Problem},
     validate::{parse_job, JobRules},
     AppState,
@@ -47,12 +47,8 @@ fn rules(state: &AppState) -> JobRules<'_> {
     JobRules {
         catalog: &state.catalog,
         allow_private_targets: state.allow_private_targets,
+        queues: &state.queues,
     }
-}
-
-fn parse_id(raw: &str) -> ApiResult<Uuid> {
-    Uuid::parse_str(raw)
-        .map_err(|_| Problem::bad_request(format!("{raw:?} is not a valid job id (a UUID)")))
 }
 
 fn with_location(status: StatusCode, job: Job) -> Response {
@@ -177,11 +173,10 @@ async fn submit_batch(
 async fn get_job(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    JobId(id): JobId,
     QueryPairs(q): QueryPairs,
 ) -> ApiResult<Json<Job>> {
     let p = auth.require(Scope::JobsRead)?;
-    let id = parse_id(&id)?;
     let mut wait = 0u64;
     for (k, v) in &q {
         match k.as_str() {
@@ -253,8 +248,10 @@ async fn list(
                 Some(s) => filter.status = Some(s),
                 None => errors.push(FieldError::new("status", "must be one of scheduled, queued, running, retrying, succeeded, dead, cancelled")),
             },
-            "queue" => filter.queue = Some(v.clone()),
-            "type" => filter.job_type = Some(v.clone()),
+            "queue" if conveyor_core::model::valid_queue_name(v) => filter.queue = Some(v.clone()),
+            "queue" => errors.push(FieldError::new("queue", "is not a valid queue name")),
+            "type" if !v.is_empty() && v.len() <= 200 && !v.contains('\0') => filter.job_type = Some(v.clone()),
+            "type" => errors.push(FieldError::new("type", "must be 1-200 characters, without NUL")),
             "limit" => match v.parse::<i64>() {
                 Ok(n) if (1..=MAX_LIMIT).contains(&n) => limit = n,
                 _ => errors.push(FieldError::new("limit", format!("must be an integer from 1 to {MAX_LIMIT}"))),
@@ -294,10 +291,9 @@ fn decode_cursor(raw: &str) -> Option<Uuid> {
 async fn attempts(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    JobId(id): JobId,
 ) -> ApiResult<Json<Value>> {
     let p = auth.require(Scope::JobsRead)?;
-    let id = parse_id(&id)?;
     let attempts = state
         .store
         .list_attempts(p.tenant_id, id)
@@ -309,10 +305,9 @@ async fn attempts(
 async fn cancel(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    JobId(id): JobId,
 ) -> ApiResult<Json<Job>> {
     let p = auth.require(Scope::JobsWrite)?;
-    let id = parse_id(&id)?;
     match state.store.cancel_job(p.tenant_id, id).await? {
         CancelOutcome::Cancelled(job) => Ok(Json(job)),
         CancelOutcome::AlreadyTerminal(job) => Err(Problem::conflict(format!(

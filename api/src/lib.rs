@@ -40,6 +40,7 @@ pub struct AppState {
     waiters: Arc<Waiters>,
     max_body_bytes: usize,
     allow_private_targets: bool,
+    queues: Arc<Vec<String>>,
     /// Cancelled when the process stops, so long-polls answer at once instead of holding up
     /// the graceful shutdown.
     shutdown: CancellationToken,
@@ -52,6 +53,7 @@ impl AppState {
         catalog: JobCatalog,
         max_body_bytes: usize,
         allow_private_targets: bool,
+        queues: Vec<String>,
         shutdown: CancellationToken,
     ) -> Self {
         let group_store = store.clone();
@@ -61,7 +63,7 @@ impl AppState {
                 match store.insert_jobs_grouped(&jobs).await {
                     Ok(outcomes) => Ok(outcomes.into_iter().map(Ok).collect()),
                     // Unreachable: every caller of the group gets its 503.
-                    Err(e) if problem::db_unreachable(&e) => Err(e.into()),
+                    Err(e) if conveyor_core::db::is_unreachable(&e) => Err(e.into()),
                     // Refused: something in one job failed the whole group. Insert them one
                     // by one, so that only that job's request fails.
                     Err(e) => {
@@ -85,6 +87,7 @@ impl AppState {
             waiters: Arc::new(Waiters::new()),
             max_body_bytes,
             allow_private_targets,
+            queues: Arc::new(queues),
             shutdown,
         }
     }

@@ -184,21 +184,22 @@ impl IntoResponse for Problem {
     }
 }
 
-/// A failure of PostgreSQL is ours, not the client's: an outage is a 503 to retry, anything
-/// else a 500. The cause goes to the log only.
-/// Whether the error means PostgreSQL could not be reached (as opposed to refusing a query).
-pub fn db_unreachable(e: &sqlx::Error) -> bool {
-    matches!(
-        e,
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
-    )
-}
-
+/// A failure of PostgreSQL: an outage is a 503 to retry; a value PostgreSQL cannot hold
+/// (SQLSTATE class 22, data exception) is the client's 400, a safety net behind validation;
+/// anything else is ours, a 500. The cause goes to the log only.
 impl From<sqlx::Error> for Problem {
     fn from(e: sqlx::Error) -> Self {
-        if db_unreachable(&e) {
+        if conveyor_core::db::is_unreachable(&e) {
             tracing::warn!(error = %e, "PostgreSQL unavailable");
-            Problem::unavailable("the database is unavailable; try again shortly")
+            return Problem::unavailable("the database is unavailable; try again shortly");
+        }
+        let data_exception = e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .is_some_and(|code| code.starts_with("22"));
+        if data_exception {
+            tracing::info!(error = %e, "input PostgreSQL cannot store");
+            Problem::bad_request("a value in the request cannot be stored (invalid data)")
         } else {
             tracing::error!(error = %e, "database error");
             Problem::internal()

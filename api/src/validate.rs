@@ -1,7 +1,11 @@
 //! Turns a submitted job (raw JSON) into a `NewJob`, or into every field error at once.
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use conveyor_core::{catalog::JobCatalog, model::valid_queue_name, urlguard, NewJob};
+use conveyor_core::{
+    catalog::{CheckContext, JobCatalog},
+    model::valid_queue_name,
+    urlguard, NewJob,
+};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -29,6 +33,8 @@ const KNOWN_FIELDS: [&str; 12] = [
 pub struct JobRules<'a> {
     pub catalog: &'a JobCatalog,
     pub allow_private_targets: bool,
+    /// The deployment's queues; the first is the default.
+    pub queues: &'a [String],
 }
 
 /// `prefix` names the job in field paths (`""` for a single job, `"jobs[3]."` in a batch).
@@ -92,14 +98,30 @@ pub async fn parse_job(
         .cloned()
         .unwrap_or_else(|| Value::Object(Map::new()));
     if !job_type.is_empty() {
-        for (field, message) in rules.catalog.check_payload(&job_type, &payload) {
+        for (field, message) in rules.catalog.check_payload(
+            &job_type,
+            &payload,
+            &CheckContext {
+                allow_private_targets: rules.allow_private_targets,
+            },
+        ) {
             errs.push(FieldError::new(f(&field), message));
         }
     }
 
     let queue = match obj.get("queue") {
-        None | Some(Value::Null) => "default".to_owned(),
-        Some(Value::String(q)) if valid_queue_name(q) => q.clone(),
+        None | Some(Value::Null) => rules.queues.first().cloned().unwrap_or_default(),
+        Some(Value::String(q)) if rules.queues.contains(q) => q.clone(),
+        Some(Value::String(q)) if valid_queue_name(q) => {
+            errs.push(FieldError::new(
+                f("queue"),
+                format!(
+                    "unknown queue {q:?}; this deployment has: {}",
+                    rules.queues.join(", ")
+                ),
+            ));
+            String::new()
+        }
         Some(_) => {
             errs.push(FieldError::new(f("queue"), "must be 1-64 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit"));
             String::new()
@@ -215,8 +237,12 @@ pub async fn parse_job(
     if !errs.is_empty() {
         return Err(errs);
     }
-    // serde_json keeps object keys sorted, so this is a canonical form of the request.
-    let request_hash = Sha256::digest(serde_json::to_vec(body).unwrap_or_default()).to_vec();
+    // serde_json keeps object keys sorted, so this is a canonical form of the request. The
+    // key itself is left out: the same request is the same whether the key came in the
+    // header or the body.
+    let mut canonical = obj.clone();
+    canonical.remove("idempotency_key");
+    let request_hash = Sha256::digest(serde_json::to_vec(&canonical).unwrap_or_default()).to_vec();
     Ok(NewJob {
         id: uuid::Uuid::now_v7(),
         job_type,
@@ -301,9 +327,11 @@ mod tests {
     #[tokio::test]
     async fn defaults_and_every_error_at_once() {
         let c = catalog();
+        let queues = ["default".to_owned()];
         let rules = JobRules {
             catalog: &c,
             allow_private_targets: false,
+            queues: &queues,
         };
         let job = parse_job(&rules, &json!({"type": "echo"}), None, "")
             .await
@@ -336,9 +364,11 @@ mod tests {
     #[tokio::test]
     async fn nul_characters_are_refused_where_they_are() {
         let c = catalog();
+        let queues = ["default".to_owned()];
         let rules = JobRules {
             catalog: &c,
             allow_private_targets: false,
+            queues: &queues,
         };
         for (body, field) in [
             (
@@ -371,9 +401,11 @@ mod tests {
     #[tokio::test]
     async fn same_body_same_hash_whatever_the_key_order() {
         let c = catalog();
+        let queues = ["default".to_owned()];
         let rules = JobRules {
             catalog: &c,
             allow_private_targets: false,
+            queues: &queues,
         };
         let a: Value = serde_json::from_str(r#"{"type":"echo","payload":{"a":1,"b":2}}"#).unwrap();
         let b: Value = serde_json::from_str(r#"{"payload":{"b":2,"a":1},"type":"echo"}"#).unwrap();

@@ -186,13 +186,23 @@ impl Publisher {
             .is_some_and(|(c, ch)| c.status().connected() && ch.status().connected())
     }
 
+    /// Drops the connection; the next call makes a new one.
+    pub fn disconnect(&mut self) {
+        self.link = None;
+    }
+
     pub async fn ensure_connected(&mut self) -> anyhow::Result<()> {
         if self.is_connected() {
             return Ok(());
         }
         self.link = None;
         self.declared.clear();
-        let conn = connect(&self.url, "conveyor-publisher").await?;
+        let conn = tokio::time::timeout(
+            Duration::from_secs(30),
+            connect(&self.url, "conveyor-publisher"),
+        )
+        .await
+        .context("timed out connecting to RabbitMQ")??;
         declare_base(&conn, &self.topo).await?;
         let ch = conn.create_channel().await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
@@ -200,9 +210,11 @@ impl Publisher {
         Ok(())
     }
 
-    /// Publishes every message persistently and returns once RabbitMQ confirmed them all.
-    /// An error means some may not have been stored: the caller must keep them to retry.
-    pub async fn publish(&mut self, msgs: &[Outgoing]) -> anyhow::Result<()> {
+    /// Publishes every message persistently and waits for RabbitMQ's confirms. Answers, per
+    /// message, whether RabbitMQ confirmed it: a queue that cannot be declared, a nack or an
+    /// unroutable message fails only its own messages. An error means the connection failed
+    /// and none can be counted on; the caller keeps them all to retry.
+    pub async fn publish(&mut self, msgs: &[Outgoing]) -> anyhow::Result<Vec<bool>> {
         let res = self.try_publish(msgs).await;
         if res.is_err() {
             self.link = None;
@@ -210,19 +222,34 @@ impl Publisher {
         res
     }
 
-    async fn try_publish(&mut self, msgs: &[Outgoing]) -> anyhow::Result<()> {
+    async fn try_publish(&mut self, msgs: &[Outgoing]) -> anyhow::Result<Vec<bool>> {
         self.ensure_connected().await?;
         let (conn, ch) = self.link.as_ref().expect("connected above");
         // A message to a queue nobody declared would be dropped by the exchange, so the
-        // publisher declares each job queue before its first message.
+        // publisher declares each job queue before its first message. Declarations use their
+        // own channels: one refused leaves the publishing channel open.
+        let mut undeclarable = HashSet::new();
         for m in msgs.iter().filter(|m| m.kind == "job") {
-            if !self.declared.contains(&m.routing_key) {
-                declare_job_queue(conn, &self.topo, &m.routing_key).await?;
-                self.declared.insert(m.routing_key.clone());
+            if self.declared.contains(&m.routing_key) || undeclarable.contains(&m.routing_key) {
+                continue;
+            }
+            match declare_job_queue(conn, &self.topo, &m.routing_key).await {
+                Ok(()) => {
+                    self.declared.insert(m.routing_key.clone());
+                }
+                Err(e) if conn.status().connected() => {
+                    tracing::error!(queue = %m.routing_key, error = %format!("{e:#}"), "cannot declare queue; its messages wait in the outbox");
+                    undeclarable.insert(m.routing_key.clone());
+                }
+                Err(e) => return Err(e),
             }
         }
         let mut confirms = Vec::with_capacity(msgs.len());
         for m in msgs {
+            if m.kind == "job" && undeclarable.contains(&m.routing_key) {
+                confirms.push(None);
+                continue;
+            }
             let exchange = match m.kind.as_str() {
                 "dead" => self.topo.dead_letter_exchange(),
                 _ => self.topo.jobs_exchange(),
@@ -244,18 +271,23 @@ impl Publisher {
                     props,
                 )
                 .await?;
-            confirms.push(confirm);
+            confirms.push(Some(confirm));
         }
-        for confirm in confirms {
+        let mut confirmed = Vec::with_capacity(msgs.len());
+        for (m, confirm) in msgs.iter().zip(confirms) {
+            let Some(confirm) = confirm else {
+                confirmed.push(false);
+                continue;
+            };
             let confirmation = tokio::time::timeout(Duration::from_secs(30), confirm)
                 .await
                 .context("timed out waiting for a publisher confirm")??;
-            anyhow::ensure!(confirmation.is_ack(), "RabbitMQ refused a message (nack)");
-            anyhow::ensure!(
-                confirmation.take_message().is_none(),
-                "RabbitMQ returned an unroutable message"
-            );
+            let ok = confirmation.is_ack() && confirmation.take_message().is_none();
+            if !ok {
+                tracing::error!(job_id = %m.job_id, routing_key = %m.routing_key, "RabbitMQ refused or returned a message; it waits in the outbox");
+            }
+            confirmed.push(ok);
         }
-        Ok(())
+        Ok(confirmed)
     }
 }

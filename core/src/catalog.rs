@@ -6,8 +6,14 @@ use std::{collections::HashMap, sync::Arc};
 
 use serde_json::Value;
 
+/// What a payload check may need to know of the deployment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckContext {
+    pub allow_private_targets: bool,
+}
+
 /// (field, message) pairs; empty when the payload is fine.
-pub type PayloadCheck = Arc<dyn Fn(&Value) -> Vec<(String, String)> + Send + Sync>;
+pub type PayloadCheck = Arc<dyn Fn(&Value, &CheckContext) -> Vec<(String, String)> + Send + Sync>;
 
 #[derive(Clone, Default)]
 pub struct JobCatalog {
@@ -23,9 +29,14 @@ impl JobCatalog {
         self.types.contains_key(job_type)
     }
 
-    pub fn check_payload(&self, job_type: &str, payload: &Value) -> Vec<(String, String)> {
+    pub fn check_payload(
+        &self,
+        job_type: &str,
+        payload: &Value,
+        ctx: &CheckContext,
+    ) -> Vec<(String, String)> {
         match self.types.get(job_type) {
-            Some(Some(check)) => check(payload),
+            Some(Some(check)) => check(payload, ctx),
             _ => Vec::new(),
         }
     }

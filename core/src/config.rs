@@ -11,6 +11,7 @@ pub struct Config {
     #[arg(
         long,
         env = "DATABASE_URL",
+        hide_env_values = true,
         default_value = "postgres://postgres@127.0.0.1:5432/conveyor"
     )]
     pub database_url: String,
@@ -19,6 +20,7 @@ pub struct Config {
     #[arg(
         long,
         env = "AMQP_URL",
+        hide_env_values = true,
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
     )]
     pub amqp_url: String,
@@ -38,14 +40,19 @@ pub struct Config {
     #[arg(long, env = "CONVEYOR_WORKER_CONCURRENCY", default_value_t = 128)]
     pub worker_concurrency: usize,
 
-    /// Queues this worker consumes, comma-separated.
+    /// The queues this deployment has, comma-separated. A job naming another queue is
+    /// refused (422): queues are broker resources, made by the operator, not by tenants.
     #[arg(
         long,
-        env = "CONVEYOR_WORKER_QUEUES",
+        env = "CONVEYOR_QUEUES",
         default_value = "default",
         value_delimiter = ','
     )]
-    pub worker_queues: Vec<String>,
+    pub queues: Vec<String>,
+
+    /// Queues this worker consumes, comma-separated (default: all of CONVEYOR_QUEUES).
+    #[arg(long, env = "CONVEYOR_WORKER_QUEUES", value_delimiter = ',')]
+    pub worker_queues: Option<Vec<String>>,
 
     /// First delay between job attempts (grows exponentially, with jitter).
     #[arg(long, env = "CONVEYOR_RETRY_BACKOFF_INITIAL", default_value = "1s", value_parser = humantime::parse_duration)]
@@ -87,6 +94,10 @@ pub struct Config {
 }
 
 impl Config {
+    pub fn worker_queues(&self) -> &[String] {
+        self.worker_queues.as_deref().unwrap_or(&self.queues)
+    }
+
     /// Fails fast on settings that would only break later.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
@@ -101,16 +112,33 @@ impl Config {
             (1..=10_000).contains(&self.worker_concurrency),
             "CONVEYOR_WORKER_CONCURRENCY must be from 1 to 10000"
         );
-        anyhow::ensure!(
-            !self.worker_queues.is_empty(),
-            "CONVEYOR_WORKER_QUEUES must name a queue"
-        );
-        for q in &self.worker_queues {
+        anyhow::ensure!(!self.queues.is_empty(), "CONVEYOR_QUEUES must name a queue");
+        for q in &self.queues {
             anyhow::ensure!(
                 crate::model::valid_queue_name(q),
-                "invalid queue name {q:?}"
+                "invalid queue name {q:?} in CONVEYOR_QUEUES"
             );
         }
+        anyhow::ensure!(
+            !self.worker_queues().is_empty(),
+            "CONVEYOR_WORKER_QUEUES must name a queue"
+        );
+        for q in self.worker_queues() {
+            anyhow::ensure!(
+                self.queues.contains(q),
+                "CONVEYOR_WORKER_QUEUES names {q:?}, which is not in CONVEYOR_QUEUES"
+            );
+        }
+        // The API's notification listener and the relay each hold a connection for long.
+        anyhow::ensure!(self.db_pool >= 4, "CONVEYOR_DB_POOL must be at least 4");
+        anyhow::ensure!(
+            self.scheduler_tick >= Duration::from_millis(10),
+            "CONVEYOR_SCHEDULER_TICK must be at least 10ms"
+        );
+        anyhow::ensure!(
+            self.outbox_poll >= Duration::from_millis(10),
+            "CONVEYOR_OUTBOX_POLL must be at least 10ms"
+        );
         anyhow::ensure!(
             !self.amqp_prefix.is_empty() && self.amqp_prefix.len() <= 64,
             "CONVEYOR_AMQP_PREFIX must be 1 to 64 characters"

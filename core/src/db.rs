@@ -47,3 +47,15 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
         .await
         .context("connecting to PostgreSQL")
 }
+
+/// Whether an error means PostgreSQL could not be reached (worth retrying as is), as opposed
+/// to PostgreSQL refusing the statement (which will refuse it again).
+pub fn is_unreachable(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::PoolTimedOut
+            | sqlx::Error::Io(_)
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+    )
+}

@@ -165,6 +165,26 @@ impl Principal {
     }
 }
 
+/// Replaces U+0000 (which PostgreSQL cannot store in jsonb) in every string and key.
+pub fn scrub_nul(v: &mut Value) {
+    match v {
+        Value::String(s) if s.contains('\0') => *s = s.replace('\0', "\u{FFFD}"),
+        Value::Array(items) => items.iter_mut().for_each(scrub_nul),
+        Value::Object(map) => {
+            if map.keys().any(|k| k.contains('\0')) {
+                let old = std::mem::take(map);
+                for (k, mut item) in old {
+                    scrub_nul(&mut item);
+                    map.insert(k.replace('\0', "\u{FFFD}"), item);
+                }
+            } else {
+                map.values_mut().for_each(scrub_nul);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Queue names become part of RabbitMQ queue names, so keep them to a safe alphabet.
 pub fn valid_queue_name(name: &str) -> bool {
     !name.is_empty()
@@ -204,6 +224,16 @@ mod tests {
         };
         assert!(p.has(Scope::JobsRead));
         assert!(!p.has(Scope::JobsWrite));
+    }
+
+    #[test]
+    fn scrub_nul_reaches_nested_strings_and_keys() {
+        let mut v = serde_json::json!({"a\u{0}": ["x\u{0}y", {"b": "\u{0}"}], "n": 1});
+        scrub_nul(&mut v);
+        assert!(!v.to_string().contains("\\u0000"));
+        assert_eq!(v["a\u{FFFD}"][0], "x\u{FFFD}y");
+        assert_eq!(v["a\u{FFFD}"][1]["b"], "\u{FFFD}");
+        assert_eq!(v["n"], 1);
     }
 
     #[test]

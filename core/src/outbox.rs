@@ -19,6 +19,8 @@ use uuid::Uuid;
 use crate::broker::{Outgoing, Publisher, Topology};
 
 const BATCH: i64 = 500;
+/// The longest one publishing pass may take.
+const PASS_LIMIT: Duration = Duration::from_secs(60);
 
 pub struct Relay {
     pool: PgPool,
@@ -53,11 +55,17 @@ impl Relay {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut backoff = reconnect_backoff();
         loop {
-            match self.relay_once().await {
-                Ok(n) => {
+            // A pass that outlives PASS_LIMIT (a blocked connection: RabbitMQ's memory or disk
+            // alarm) is abandoned: its transaction rolls back and its rows stay.
+            let pass = tokio::select! {
+                pass = tokio::time::timeout(PASS_LIMIT, self.relay_once()) => pass,
+                _ = shutdown.cancelled() => return,
+            };
+            let wait = match pass {
+                Ok(Ok(pass)) => {
                     self.connected.store(true, Ordering::Relaxed);
                     backoff.reset();
-                    if n as i64 == BATCH {
+                    if pass.held_back == 0 && pass.published as i64 == BATCH {
                         continue; // more are waiting
                     }
                     tokio::select! {
@@ -65,24 +73,51 @@ impl Relay {
                         _ = tokio::time::sleep(self.poll) => {}
                         _ = shutdown.cancelled() => return,
                     }
+                    continue;
                 }
-                Err(e) => {
+                Ok(Err(RelayError::Database(e))) => {
+                    tracing::warn!(error = %e, "outbox relay cannot reach PostgreSQL");
+                    backoff.next_backoff()
+                }
+                Ok(Err(RelayError::Broker(e))) => {
                     self.connected.store(false, Ordering::Relaxed);
-                    let wait = backoff.next_backoff().unwrap_or(Duration::from_secs(5));
-                    tracing::warn!(error = %format!("{e:#}"), retry_in = ?wait, "outbox relay failed; rows stay in the outbox");
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = shutdown.cancelled() => return,
-                    }
+                    tracing::warn!(error = %format!("{e:#}"), "outbox relay cannot publish; rows stay in the outbox");
+                    backoff.next_backoff()
                 }
+                Err(_) => {
+                    self.connected.store(false, Ordering::Relaxed);
+                    tracing::warn!(limit = ?PASS_LIMIT, "outbox relay pass timed out; reconnecting");
+                    self.publisher.lock().await.disconnect();
+                    backoff.next_backoff()
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3))) => {}
+                _ = shutdown.cancelled() => return,
             }
         }
     }
 
-    /// Publishes one batch; returns how many rows it moved.
-    pub async fn relay_once(&self) -> anyhow::Result<usize> {
+    /// Publishes what is waiting, for a few seconds at most: for a process that is stopping,
+    /// so that rows written while it stopped (hand-backs, dead letters) go out now.
+    pub async fn drain(&self) {
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Ok(pass) = self.relay_once().await {
+                if pass.published == 0 || pass.held_back > 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Publishes one batch.
+    pub async fn relay_once(&self) -> Result<Pass, RelayError> {
         let mut publisher = self.publisher.lock().await;
-        publisher.ensure_connected().await?;
+        publisher
+            .ensure_connected()
+            .await
+            .map_err(RelayError::Broker)?;
         let mut tx = self.pool.begin().await?;
         let rows: Vec<(i64, String, String, Uuid)> = sqlx::query_as(
             "SELECT id, kind, routing_key, job_id FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
@@ -91,7 +126,7 @@ impl Relay {
         .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
-            return Ok(0);
+            return Ok(Pass::default());
         }
         let msgs: Vec<Outgoing> = rows
             .iter()
@@ -102,16 +137,42 @@ impl Relay {
             })
             .collect();
         // If this fails the transaction rolls back and the rows stay for the next try.
-        publisher.publish(&msgs).await?;
-        let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        let confirmed = publisher.publish(&msgs).await.map_err(RelayError::Broker)?;
+        let ids: Vec<i64> = rows
+            .iter()
+            .zip(&confirmed)
+            .filter(|(_, ok)| **ok)
+            .map(|(r, _)| r.0)
+            .collect();
         sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
             .bind(&ids)
             .execute(&mut *tx)
             .await?;
         // A crash here republishes the batch: at-least-once, and workers skip duplicates.
         tx.commit().await?;
-        Ok(rows.len())
+        Ok(Pass {
+            published: ids.len(),
+            held_back: rows.len() - ids.len(),
+        })
     }
+}
+
+/// What one relay pass did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Pass {
+    /// Rows published, confirmed and deleted.
+    pub published: usize,
+    /// Rows RabbitMQ did not take (their queue could not be declared, or it refused them):
+    /// they stay for a later pass.
+    pub held_back: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("PostgreSQL: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("RabbitMQ: {0:#}")]
+    Broker(anyhow::Error),
 }
 
 /// Backoff for reconnecting to a dependency: quick first tries, at most a few seconds apart.

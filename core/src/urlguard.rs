@@ -30,6 +30,30 @@ pub fn parse(raw: &str) -> Result<Url, GuardError> {
     Ok(url)
 }
 
+/// Parses the URL and, unless private targets are allowed, refuses a host that is a
+/// non-public address literal or `localhost` (no DNS: names are checked when used).
+pub fn check_literal(raw: &str, allow_private: bool) -> Result<Url, GuardError> {
+    let url = parse(raw)?;
+    if allow_private {
+        return Ok(url);
+    }
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) if !is_public(IpAddr::V4(ip)) => {
+            Err(GuardError::Private(IpAddr::V4(ip)))
+        }
+        Some(url::Host::Ipv6(ip)) if !is_public(IpAddr::V6(ip)) => {
+            Err(GuardError::Private(IpAddr::V6(ip)))
+        }
+        Some(url::Host::Domain(d))
+            if d.eq_ignore_ascii_case("localhost")
+                || d.to_ascii_lowercase().ends_with(".localhost") =>
+        {
+            Err(GuardError::Private(IpAddr::V4(Ipv4Addr::LOCALHOST)))
+        }
+        _ => Ok(url),
+    }
+}
+
 /// Parses the URL and, unless private targets are allowed, resolves its host and refuses it
 /// when any of its addresses is not public.
 pub async fn check(raw: &str, allow_private: bool) -> Result<Url, GuardError> {
@@ -131,5 +155,19 @@ mod tests {
             Err(GuardError::Invalid(_))
         ));
         assert!(check("https://93.184.215.14/", false).await.is_ok());
+        for url in [
+            "http://127.0.0.1/",
+            "http://[::1]/",
+            "http://10.0.0.1/",
+            "http://169.254.169.254/",
+            "http://LOCALHOST:1/",
+        ] {
+            assert!(
+                matches!(check_literal(url, false), Err(GuardError::Private(_))),
+                "{url}"
+            );
+            assert!(check_literal(url, true).is_ok());
+        }
+        assert!(check_literal("https://example.com/", false).is_ok());
     }
 }

@@ -135,6 +135,22 @@ async fn bad_input_gets_problem_json_and_changes_nothing() {
     .await;
     assert_eq!(p["errors"][0]["field"], "payload.a");
 
+    // A queue the deployment does not have: 422 (tenants cannot create broker queues).
+    let resp = app
+        .client
+        .post(format!("{}/v1/jobs", app.url))
+        .bearer_auth(&app.key)
+        .json(&json!({"type": "echo", "queue": "made-up"}))
+        .send()
+        .await
+        .unwrap();
+    let p = assert_problem(resp, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(p["errors"][0]["field"], "queue");
+    assert!(p["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("default"));
+
     // Oversized body: 413.
     let big = format!(r#"{{"type": "echo", "payload": "{}"}}"#, "x".repeat(5000));
     let resp = app

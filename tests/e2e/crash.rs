@@ -94,8 +94,9 @@ async fn graceful_shutdown_hands_back_unfinished_jobs() {
     )
     .await;
     let first = app.start_more(Roles::WORKER).await;
+    // Its only attempt: a hand-back must not make it dead.
     let job = app
-        .submit(json!({"type": "sleep", "payload": {"ms": 4000}, "max_attempts": 3}))
+        .submit(json!({"type": "sleep", "payload": {"ms": 4000}, "max_attempts": 1}))
         .await;
     app.wait_status(job.id, JobStatus::Running, 30).await;
     first.stop().await.unwrap(); // like SIGTERM: grace passes, the job is handed back

@@ -149,12 +149,21 @@ impl TestApp {
     }
 
     pub async fn start_with(roles: Roles, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_with_registry(roles, tweak, Registry::with_builtins()).await
+    }
+
+    /// With handlers of the test's own, known to both the API and the worker.
+    pub async fn start_with_registry(
+        roles: Roles,
+        tweak: impl FnOnce(&mut Config),
+        registry: Registry,
+    ) -> Self {
         init_logging();
         let (db_name, url) = fresh_database().await;
         let prefix = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
         let mut config = test_config(&url, &prefix);
         tweak(&mut config);
-        let running = app::start(config.clone(), roles, Registry::with_builtins())
+        let running = app::start(config.clone(), roles, registry)
             .await
             .expect("starting conveyor");
         let store = running.store.clone();

@@ -120,39 +120,35 @@ async fn sleep_longer_than_its_timeout_is_retried() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn a_panicking_handler_is_a_failed_attempt_not_a_dead_worker() {
-    let app = TestApp::start_with(conveyor::app::Roles::API, |_| {}).await;
+fn custom_handlers() -> conveyor_worker::Registry {
+    use conveyor_worker::{JobContext, JobError};
     let mut registry = conveyor_worker::Registry::with_builtins();
-    registry.register("explode", |_ctx: conveyor_worker::JobContext| async move {
+    registry.register("explode", |_ctx: JobContext| async move {
         if true {
             panic!("kaboom");
         }
         Ok(json!(null))
     });
-    // The API only accepts types it knows, so this test's worker and API share the registry.
-    let mut cfg = app.config.clone();
-    cfg.listen = "127.0.0.1:0".parse().unwrap();
-    let both = conveyor::app::start(cfg, conveyor::app::Roles::ALL, registry)
-        .await
-        .unwrap();
-    let url = format!("http://{}", both.addr.unwrap());
-    let resp = app
-        .client
-        .post(format!("{url}/v1/jobs"))
-        .bearer_auth(&app.key)
-        .json(&json!({"type": "explode", "max_attempts": 2}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::ACCEPTED);
-    let id: uuid::Uuid = resp.json::<serde_json::Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let done = app.wait_terminal(id, 30).await;
+    // PostgreSQL cannot store U+0000: such results and errors must not jam the worker.
+    registry.register("nul-result", |_ctx: JobContext| async move {
+        Ok(json!({"s": "a\u{0}b"}))
+    });
+    registry.register("nul-error", |_ctx: JobContext| async move {
+        Err::<serde_json::Value, _>(JobError::permanent("bad\u{0}byte"))
+    });
+    registry
+}
+
+#[tokio::test]
+async fn a_panicking_handler_is_a_failed_attempt_not_a_dead_worker() {
+    let app =
+        TestApp::start_with_registry(conveyor::app::Roles::ALL, |_| {}, custom_handlers()).await;
+    let job = app
+        .submit(json!({"type": "explode", "max_attempts": 2}))
+        .await;
+    let done = app.wait_terminal(job.id, 30).await;
     assert_eq!(done.status, JobStatus::Dead);
+    assert_eq!(done.attempts, 2);
     assert!(done.error.unwrap().contains("kaboom"));
     // The worker survived: it still runs jobs.
     let after = app.submit(echo(json!(1))).await;
@@ -160,7 +156,27 @@ async fn a_panicking_handler_is_a_failed_attempt_not_a_dead_worker() {
         app.wait_terminal(after.id, 30).await.status,
         JobStatus::Succeeded
     );
-    both.stop().await.unwrap();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn results_and_errors_with_nul_characters_are_stored_scrubbed() {
+    let app =
+        TestApp::start_with_registry(conveyor::app::Roles::ALL, |_| {}, custom_handlers()).await;
+    let ok = app.submit(json!({"type": "nul-result"})).await;
+    let bad = app.submit(json!({"type": "nul-error"})).await;
+    let ok = app.wait_terminal(ok.id, 30).await;
+    assert_eq!(ok.status, JobStatus::Succeeded);
+    assert_eq!(ok.result, Some(json!({"s": "a\u{FFFD}b"})));
+    let bad = app.wait_terminal(bad.id, 30).await;
+    assert_eq!(bad.status, JobStatus::Dead);
+    assert_eq!(bad.error.as_deref(), Some("bad\u{FFFD}byte"));
+    // And the worker goes on.
+    let after = app.submit(echo(json!(1))).await;
+    assert_eq!(
+        app.wait_terminal(after.id, 30).await.status,
+        JobStatus::Succeeded
+    );
     app.stop().await;
 }
 
@@ -194,6 +210,13 @@ async fn idempotency_key_returns_the_same_job_and_refuses_a_different_body() {
     // Only one job exists.
     let (_, list) = app.get("/v1/jobs").await;
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
+
+    // The same request with the key moved into the body is the same request.
+    let mut moved = echo(json!({"order": 42}));
+    moved["idempotency_key"] = json!("order-42");
+    let (s_moved, same) = app.post("/v1/jobs", &moved).await;
+    assert_eq!(s_moved, StatusCode::OK);
+    assert_eq!(same["id"], first["id"]);
 
     // The key may also come in the body.
     let (s4, body_key) = app

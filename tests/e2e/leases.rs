@@ -77,6 +77,10 @@ async fn a_late_worker_cannot_overwrite_a_rescued_or_finished_job() {
             .len(),
         1
     );
+    // A retried claim with the same token (its answer was lost) gets the job again, with no
+    // second attempt.
+    let again = store.claim_jobs(&[a], "worker-a", lease).await.unwrap();
+    assert_eq!((again.len(), again[0].job.attempts), (1, 1));
     let dup = Claim {
         job_id: job.id,
         token: Uuid::new_v4(),
@@ -117,7 +121,7 @@ async fn a_late_worker_cannot_overwrite_a_rescued_or_finished_job() {
             .finish_jobs(&[success(job.id, b.token)])
             .await
             .unwrap(),
-        vec![job.id]
+        vec![b]
     );
 
     // A rescue after completion changes nothing.

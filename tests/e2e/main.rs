@@ -2,6 +2,7 @@
 //! own database and RabbitMQ prefix, so they run in parallel.
 
 mod harness;
+mod http_jobs;
 
 mod api_errors;
 mod auth;

@@ -2,7 +2,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use conveyor_core::catalog::PayloadCheck;
+use conveyor_core::catalog::{CheckContext, PayloadCheck};
 
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -18,12 +18,12 @@ pub fn register(r: &mut Registry) {
 
 /// A payload check that tries to read the payload as the handler will.
 pub fn check_as<T: for<'de> Deserialize<'de>>() -> PayloadCheck {
-    Arc::new(
-        |payload: &Value| match serde_json::from_value::<T>(payload.clone()) {
+    Arc::new(|payload: &Value, _: &CheckContext| {
+        match serde_json::from_value::<T>(payload.clone()) {
             Ok(_) => Vec::new(),
             Err(e) => vec![("payload".to_owned(), e.to_string())],
-        },
-    )
+        }
+    })
 }
 
 /// The result is the payload.
@@ -108,11 +108,13 @@ fn default_expect() -> Vec<u16> {
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// Calls a URL; the result is `{status, headers, body}`. Private addresses are refused
-/// unless the operator allowed them; the address is checked when the request is sent.
+/// unless the operator allowed them.
 async fn http(ctx: JobContext) -> Result<Value, JobError> {
     let args: HttpArgs = parse(&ctx.payload)?;
     let method = reqwest::Method::from_bytes(args.method.to_ascii_uppercase().as_bytes())
         .map_err(|_| JobError::permanent(format!("invalid method {:?}", args.method)))?;
+    // Resolve and check now, for a clear permanent failure; the worker's resolver checks
+    // again at connection time, so a DNS answer that changes in between cannot get through.
     let url = conveyor_core::urlguard::check(&args.url, ctx.allow_private_targets)
         .await
         .map_err(|e| JobError::permanent(e.to_string()))?;
@@ -175,7 +177,7 @@ async fn http(ctx: JobContext) -> Result<Value, JobError> {
     Ok(result)
 }
 
-fn check_http(payload: &Value) -> Vec<(String, String)> {
+fn check_http(payload: &Value, ctx: &CheckContext) -> Vec<(String, String)> {
     match serde_json::from_value::<HttpArgs>(payload.clone()) {
         Err(e) => vec![("payload".into(), e.to_string())],
         Ok(args) => {
@@ -183,8 +185,22 @@ fn check_http(payload: &Value) -> Vec<(String, String)> {
             if reqwest::Method::from_bytes(args.method.to_ascii_uppercase().as_bytes()).is_err() {
                 errs.push(("payload.method".into(), "not an HTTP method".into()));
             }
-            if let Err(e) = conveyor_core::urlguard::parse(&args.url) {
+            if let Err(e) =
+                conveyor_core::urlguard::check_literal(&args.url, ctx.allow_private_targets)
+            {
                 errs.push(("payload.url".into(), e.to_string()));
+            }
+            for (name, value) in &args.headers {
+                let ok = reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
+                    && value
+                        .as_str()
+                        .is_some_and(|v| reqwest::header::HeaderValue::from_str(v).is_ok());
+                if !ok {
+                    errs.push((
+                        format!("payload.headers.{name}"),
+                        "must be a valid header name with a string value".into(),
+                    ));
+                }
             }
             errs
         }

@@ -17,6 +17,8 @@ use backoff::backoff::Backoff;
 use conveyor_core::{
     batch::Batcher,
     broker::{self, JobMessage, Topology},
+    db,
+    model::scrub_nul,
     outbox::{reconnect_backoff, Relay},
     retry::RetryPolicy,
     store::{Claim, ClaimedJob, Finish},
@@ -38,6 +40,8 @@ use crate::handler::{JobContext, JobError, Registry};
 
 /// Largest claim or finish batch: one statement each.
 const MAX_BATCH: usize = 100;
+/// How long a stopped worker waits for its tasks after handing its jobs back.
+const FINAL_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -56,7 +60,7 @@ impl WorkerConfig {
         Self {
             amqp_url: cfg.amqp_url.clone(),
             topology: Topology::new(cfg.amqp_prefix.clone()),
-            queues: cfg.worker_queues.clone(),
+            queues: cfg.worker_queues().to_vec(),
             concurrency: cfg.worker_concurrency,
             lease: cfg.lease,
             retry: RetryPolicy {
@@ -73,6 +77,16 @@ pub struct Worker {
     inner: Arc<Inner>,
 }
 
+/// What became of an outcome sent to be recorded.
+#[derive(Debug, Clone)]
+enum Recorded {
+    Applied,
+    /// The job is no longer this attempt's (cancelled, rescued): the fence refused it.
+    Fenced,
+    /// PostgreSQL refused this outcome itself (it will refuse it again).
+    Rejected(String),
+}
+
 struct Inner {
     id: String,
     cfg: WorkerConfig,
@@ -81,9 +95,11 @@ struct Inner {
     relay: Arc<Relay>,
     http: reqwest::Client,
     claims: Batcher<Claim, Option<ClaimedJob>>,
-    finishes: Batcher<Finish, bool>,
-    /// Jobs this process runs now: their lease token, and how to stop them.
+    finishes: Batcher<Finish, Recorded>,
+    /// Attempts this process runs now, by job: their lease token, and how to stop them.
     running: Mutex<HashMap<Uuid, (Uuid, CancellationToken)>>,
+    /// Cancelled when the grace period is over: what still runs is handed back.
+    hand_back: CancellationToken,
 }
 
 enum Outcome {
@@ -116,15 +132,14 @@ impl Worker {
         let finish_store = store.clone();
         let finishes = Batcher::spawn(MAX_BATCH, move |reqs: Vec<Finish>| {
             let store = finish_store.clone();
-            async move {
-                let applied: std::collections::HashSet<Uuid> =
-                    store.finish_jobs(&reqs).await?.into_iter().collect();
-                Ok(reqs.iter().map(|f| applied.contains(&f.job_id)).collect())
-            }
+            async move { record_batch(&store, &reqs).await }
         });
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
+            .dns_resolver(Arc::new(crate::guarded_dns::GuardedResolver::new(
+                cfg.allow_private_targets,
+            )))
             .build()
             .expect("building the HTTP client");
         Self {
@@ -138,6 +153,7 @@ impl Worker {
                 claims,
                 finishes,
                 running: Mutex::new(HashMap::new()),
+                hand_back: CancellationToken::new(),
             }),
         }
     }
@@ -173,8 +189,13 @@ impl Worker {
             .await
             .is_err()
         {
+            // From here on, a claim that completes is handed back instead of run (see `handle`).
+            inner.hand_back.cancel();
             let left: Vec<(Uuid, (Uuid, CancellationToken))> =
                 inner.running.lock().unwrap().drain().collect();
+            for (_, (_, cancel)) in &left {
+                cancel.cancel();
+            }
             let claims: Vec<Claim> = left
                 .iter()
                 .map(|(job_id, (token, _))| Claim {
@@ -182,23 +203,49 @@ impl Worker {
                     token: *token,
                 })
                 .collect();
-            for (_, (_, cancel)) in &left {
-                cancel.cancel();
+            inner.hand_back_jobs(&claims).await;
+            if tokio::time::timeout(FINAL_WAIT, tracker.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!("tasks still busy after hand-back (a handler ignoring cancellation?); stopping anyway");
             }
-            match inner.store.release(&claims).await {
-                Ok(n) => {
-                    tracing::info!(released = n, "handed back unfinished jobs");
-                    inner.relay.kick();
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "could not hand back jobs; their leases will expire")
-                }
-            }
-            tracker.wait().await;
         }
         heartbeat.abort();
         tracing::info!(worker = %inner.id, "worker stopped");
         Ok(())
+    }
+}
+
+/// Records a batch of outcomes in one statement. If PostgreSQL refuses the batch (rather
+/// than being unreachable), each outcome is tried alone so that only the one it refuses
+/// fails.
+async fn record_batch(store: &Store, reqs: &[Finish]) -> anyhow::Result<Vec<Recorded>> {
+    let mark = |applied: Vec<Claim>, f: &Finish| {
+        if applied
+            .iter()
+            .any(|c| c.job_id == f.job_id && c.token == f.token)
+        {
+            Recorded::Applied
+        } else {
+            Recorded::Fenced
+        }
+    };
+    match store.finish_jobs(reqs).await {
+        Ok(applied) => Ok(reqs.iter().map(|f| mark(applied.clone(), f)).collect()),
+        Err(e) if db::is_unreachable(&e) => Err(e.into()),
+        Err(e) => {
+            tracing::warn!(error = %e, outcomes = reqs.len(), "PostgreSQL refused a batch of outcomes; recording one by one");
+            let mut out = Vec::with_capacity(reqs.len());
+            for f in reqs {
+                out.push(match store.finish_jobs(std::slice::from_ref(f)).await {
+                    Ok(applied) => mark(applied, f),
+                    Err(e) if db::is_unreachable(&e) => return Err(e.into()),
+                    Err(e) => Recorded::Rejected(e.to_string()),
+                });
+            }
+            Ok(out)
+        }
     }
 }
 
@@ -210,10 +257,15 @@ impl Inner {
         tracker: &TaskTracker,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
-        let conn =
-            broker::connect(&self.cfg.amqp_url, &format!("conveyor-worker {}", self.id)).await?;
+        let conn = tokio::time::timeout(
+            Duration::from_secs(30),
+            broker::connect(&self.cfg.amqp_url, &format!("conveyor-worker {}", self.id)),
+        )
+        .await
+        .context("timed out connecting to RabbitMQ")??;
         broker::declare_base(&conn, &self.cfg.topology).await?;
         let channel = conn.create_channel().await?;
+        // Per consumer: each queue this worker consumes may hold this many unacked messages.
         let prefetch = u16::try_from(self.cfg.concurrency).unwrap_or(u16::MAX);
         channel
             .basic_qos(prefetch, BasicQosOptions::default())
@@ -296,7 +348,8 @@ impl Inner {
                 }
                 // PostgreSQL is unreachable. Keep the message (unacked, it stays ours and goes
                 // back to the queue if we stop or die) and try again, rather than bouncing it
-                // through RabbitMQ, which counts redeliveries and may dead-letter it.
+                // through RabbitMQ, which counts redeliveries and may dead-letter it. Retrying
+                // with the same token is safe: a claim that committed is answered again.
                 Err(e) => {
                     let wait = backoff.next_backoff().unwrap_or(Duration::from_secs(3));
                     tracing::warn!(error = %format!("{e:#}"), job_id = %msg.job_id, retry_in = ?wait, "claim failed; retrying");
@@ -309,47 +362,86 @@ impl Inner {
         };
         // The lease now guards the job; the message has done its work.
         let _ = delivery.ack(BasicAckOptions::default()).await;
+        if self.hand_back.is_cancelled() {
+            // The claim came back after the grace period: hand the job back, do not start it.
+            self.hand_back_jobs(&[Claim {
+                job_id: claimed.job.id,
+                token: claimed.token,
+            }])
+            .await;
+            return;
+        }
         let job = &claimed.job;
         let span = tracing::info_span!("job", job_id = %job.id, job_type = %job.job_type, queue = %job.queue,
             tenant_id = %claimed.tenant_id, attempt = job.attempts);
-        self.run_claimed(claimed, &shutdown).instrument(span).await;
+        self.run_claimed(claimed).instrument(span).await;
     }
 
-    async fn run_claimed(&self, claimed: ClaimedJob, shutdown: &CancellationToken) {
-        let job_id = claimed.job.id;
+    async fn run_claimed(&self, claimed: ClaimedJob) {
+        let (job_id, token) = (claimed.job.id, claimed.token);
         let cancel = CancellationToken::new();
-        self.running
+        let stale = self
+            .running
             .lock()
             .unwrap()
-            .insert(job_id, (claimed.token, cancel.clone()));
-        let outcome = self.attempt(&claimed, cancel).await;
-        if let Outcome::Finished(finish) = outcome {
-            self.record(finish, shutdown).await;
-        } else {
-            tracing::info!("attempt stopped before it finished");
+            .insert(job_id, (token, cancel.clone()));
+        if let Some((_, stale_cancel)) = stale {
+            // An older attempt of this job still runs here: its lease was lost (the job was
+            // rescued and came back to us). Stop it; its outcome would be fenced anyway.
+            stale_cancel.cancel();
+        }
+        match self.attempt(&claimed, cancel).await {
+            Outcome::Finished(finish) => self.record(finish).await,
+            Outcome::Stopped => tracing::info!("attempt stopped before it finished"),
         }
         // Only now: while the outcome is being recorded the heartbeat keeps the lease fresh.
-        self.running.lock().unwrap().remove(&job_id);
+        // And only our own entry: a newer attempt of the same job may have replaced it.
+        let mut running = self.running.lock().unwrap();
+        if running.get(&job_id).is_some_and(|(t, _)| *t == token) {
+            running.remove(&job_id);
+        }
     }
 
     /// Records an attempt's outcome. When PostgreSQL is unreachable it keeps trying, so that a
-    /// known result is not thrown away and the job run again. That is safe however late it
-    /// gets through: if the job was rescued meanwhile, the token fence refuses the outcome.
-    /// A stopping worker gives up; the lease then runs out and the reaper owns the job.
-    async fn record(&self, finish: Finish, shutdown: &CancellationToken) {
-        let dead = finish.status == JobStatus::Dead;
-        tracing::debug!(status = %finish.status, outcome = finish.outcome, "attempt finished");
+    /// known result is not thrown away and the job run again; that is safe however late it
+    /// gets through, since the fence refuses it if the job was rescued meanwhile. It gives up
+    /// when the worker hands its jobs back; the lease then runs out and the reaper takes over.
+    async fn record(&self, mut finish: Finish) {
+        // PostgreSQL cannot store U+0000; a result carrying one must not jam the batch.
+        if let Some(result) = finish.result.as_mut() {
+            scrub_nul(result);
+        }
+        finish.error = finish.error.map(|e| e.replace('\0', "\u{FFFD}"));
         let mut backoff = reconnect_backoff();
         loop {
             match self.finishes.call(finish.clone()).await {
-                Ok(true) => {
-                    if dead {
+                Ok(Recorded::Applied) => {
+                    tracing::debug!(status = %finish.status, outcome = finish.outcome, "attempt recorded");
+                    if finish.status == JobStatus::Dead {
                         self.relay.kick(); // its dead-letter message is in the outbox
                     }
                     return;
                 }
-                Ok(false) => {
+                Ok(Recorded::Fenced) => {
                     tracing::info!("job was cancelled or rescued while running; outcome dropped");
+                    return;
+                }
+                Ok(Recorded::Rejected(e))
+                    if finish.result.is_some() || finish.status != JobStatus::Dead =>
+                {
+                    // Record why instead: a storable failure that no retry would fix.
+                    tracing::error!(error = %e, "PostgreSQL refused the outcome; recording the job as dead");
+                    finish = Finish {
+                        status: JobStatus::Dead,
+                        result: None,
+                        error: Some(format!("the job's outcome could not be stored: {e}")),
+                        retry_in: Duration::ZERO,
+                        outcome: "failed",
+                        ..finish
+                    };
+                }
+                Ok(Recorded::Rejected(e)) => {
+                    tracing::error!(error = %e, "PostgreSQL refused the outcome; the reaper will take the job");
                     return;
                 }
                 Err(e) => {
@@ -357,12 +449,24 @@ impl Inner {
                     tracing::warn!(error = %format!("{e:#}"), retry_in = ?wait, "could not record the outcome; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
-                        _ = shutdown.cancelled() => {
+                        _ = self.hand_back.cancelled() => {
                             tracing::error!("stopping before the outcome was recorded; the reaper will run the job again");
                             return;
                         }
                     }
                 }
+            }
+        }
+    }
+
+    async fn hand_back_jobs(&self, claims: &[Claim]) {
+        match self.store.release(claims).await {
+            Ok(n) => {
+                tracing::info!(released = n, "handed back unfinished jobs");
+                self.relay.kick();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not hand back jobs; their leases will expire")
             }
         }
     }
@@ -452,11 +556,13 @@ impl Inner {
         }
     }
 
-    /// Renews the leases of running jobs; stops those this worker no longer owns.
-    /// Runs until the worker aborts it, after draining: leases must stay fresh while jobs
-    /// finish during shutdown.
+    /// Renews the leases of running jobs; stops those this worker no longer owns. When
+    /// renewing has failed for a whole lease, the jobs may be running elsewhere by now, so they
+    /// are stopped here. Runs until the worker aborts it, after draining: leases must stay
+    /// fresh while jobs finish during shutdown.
     async fn heartbeat_loop(self: Arc<Self>) {
         let every = self.cfg.lease / 3;
+        let mut last_renewed = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(every).await;
             let claims: Vec<Claim> = self
@@ -470,22 +576,54 @@ impl Inner {
                 })
                 .collect();
             if claims.is_empty() {
+                last_renewed = tokio::time::Instant::now();
                 continue;
             }
-            match self.store.heartbeat(&claims, self.cfg.lease).await {
-                Ok(owned) => {
-                    let owned: std::collections::HashSet<Uuid> = owned.into_iter().collect();
-                    let running = self.running.lock().unwrap();
-                    for c in claims.iter().filter(|c| !owned.contains(&c.job_id)) {
-                        if let Some((token, cancel)) = running.get(&c.job_id) {
-                            if *token == c.token {
-                                tracing::info!(job_id = %c.job_id, "lease lost (cancelled or rescued); stopping the job");
-                                cancel.cancel();
-                            }
+            let owned =
+                match tokio::time::timeout(every, self.store.heartbeat(&claims, self.cfg.lease))
+                    .await
+                {
+                    Ok(Ok(owned)) => owned,
+                    failed => {
+                        let error = match failed {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => "timed out".to_owned(),
+                        };
+                        tracing::warn!(%error, "heartbeat failed");
+                        if last_renewed.elapsed() >= self.cfg.lease {
+                            tracing::warn!(
+                                jobs = claims.len(),
+                                "leases expired without renewal; stopping the jobs here"
+                            );
+                            self.stop_attempts(&claims);
                         }
+                        continue;
                     }
+                };
+            last_renewed = tokio::time::Instant::now();
+            let owned: std::collections::HashSet<Uuid> = owned.into_iter().collect();
+            let lost: Vec<Claim> = claims
+                .into_iter()
+                .filter(|c| !owned.contains(&c.job_id))
+                .collect();
+            if !lost.is_empty() {
+                tracing::info!(
+                    jobs = lost.len(),
+                    "lease lost (cancelled or rescued); stopping the jobs"
+                );
+                self.stop_attempts(&lost);
+            }
+        }
+    }
+
+    /// Cancels these attempts, if they still run here under the same token.
+    fn stop_attempts(&self, claims: &[Claim]) {
+        let running = self.running.lock().unwrap();
+        for c in claims {
+            if let Some((token, cancel)) = running.get(&c.job_id) {
+                if *token == c.token {
+                    cancel.cancel();
                 }
-                Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
             }
         }
     }

@@ -83,7 +83,7 @@ pub enum CancelOutcome {
 }
 
 /// A worker's request to run a job, under a token it made for this attempt.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Claim {
     pub job_id: Uuid,
     pub token: Uuid,
@@ -285,7 +285,7 @@ impl Store {
 
     /// Claims queued jobs for a worker: `queued → running`, with a lease, one attempt row each.
     /// Jobs that are not `queued` (running elsewhere, finished, cancelled) are left alone and
-    /// missing from the answer.
+    /// missing from the answer; a job already running under the same token is answered again.
     pub async fn claim_jobs(
         &self,
         claims: &[Claim],
@@ -297,14 +297,19 @@ impl Store {
         let sql = format!(
             "WITH c AS (SELECT * FROM unnest($1::uuid[], $2::uuid[]) AS c(id, token)),
              claimed AS (
-               UPDATE jobs j SET status = 'running', attempts = j.attempts + 1, worker_id = $3,
-                 lease_token = c.token, lease_expires_at = now() + $4 * interval '1 millisecond',
-                 started_at = now()
-               FROM c WHERE j.id = c.id AND j.status = 'queued'
+               UPDATE jobs j SET status = 'running', worker_id = $3, lease_token = c.token,
+                 lease_expires_at = now() + $4 * interval '1 millisecond',
+                 attempts = CASE WHEN j.status = 'queued' THEN j.attempts + 1 ELSE j.attempts END,
+                 started_at = CASE WHEN j.status = 'queued' THEN now() ELSE j.started_at END
+               FROM c WHERE j.id = c.id
+                 -- The second case makes a retried claim idempotent: its first try committed
+                 -- but the answer was lost.
+                 AND (j.status = 'queued' OR (j.status = 'running' AND j.lease_token = c.token))
                RETURNING j.*),
              a AS (
                INSERT INTO job_attempts (job_id, attempt, outcome, worker)
-               SELECT id, attempts, 'running', $3 FROM claimed)
+               SELECT id, attempts, 'running', $3 FROM claimed
+               ON CONFLICT (job_id, attempt) DO NOTHING)
              SELECT {JOB_COLUMNS}, lease_token, tenant_id FROM claimed"
         );
         #[derive(sqlx::FromRow)]
@@ -332,8 +337,8 @@ impl Store {
     }
 
     /// Records the outcomes of attempts. Each applies only while the job is still `running`
-    /// under the same token; the ids of those that applied are returned.
-    pub async fn finish_jobs(&self, finishes: &[Finish]) -> sqlx::Result<Vec<Uuid>> {
+    /// under the same token; the (job, token) pairs of those that applied are returned.
+    pub async fn finish_jobs(&self, finishes: &[Finish]) -> sqlx::Result<Vec<Claim>> {
         let ids: Vec<Uuid> = finishes.iter().map(|f| f.job_id).collect();
         let tokens: Vec<Uuid> = finishes.iter().map(|f| f.token).collect();
         let statuses: Vec<&str> = finishes.iter().map(|f| f.status.as_str()).collect();
@@ -342,7 +347,7 @@ impl Store {
         let delays: Vec<i64> = finishes.iter().map(|f| millis(f.retry_in)).collect();
         let outcomes: Vec<&str> = finishes.iter().map(|f| f.outcome).collect();
         let mut tx = self.pool.begin().await?;
-        let rows: Vec<(Uuid, String)> = sqlx::query_as(
+        let rows: Vec<(Uuid, Uuid, String)> = sqlx::query_as(
             "WITH f AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[],
                                              $5::text[], $6::bigint[], $7::text[])
                         AS f(id, token, status, result, error, delay_ms, outcome)),
@@ -353,15 +358,15 @@ impl Store {
                                THEN now() + f.delay_ms * interval '1 millisecond' ELSE j.run_at END,
                  lease_token = NULL, lease_expires_at = NULL
                FROM f WHERE j.id = f.id AND j.status = 'running' AND j.lease_token = f.token
-               RETURNING j.id, j.attempts, j.status, j.queue),
+               RETURNING j.id, j.attempts, j.status, j.queue, f.token),
              att AS (
                UPDATE job_attempts a SET finished_at = now(), outcome = f.outcome, error = f.error
-               FROM upd JOIN f ON f.id = upd.id
+               FROM upd JOIN f ON f.id = upd.id AND f.token = upd.token
                WHERE a.job_id = upd.id AND a.attempt = upd.attempts),
              dlq AS (
                INSERT INTO outbox (kind, routing_key, job_id)
                SELECT 'dead', queue, id FROM upd WHERE status = 'dead')
-             SELECT id, status FROM upd",
+             SELECT id, token, status FROM upd",
         )
         .bind(&ids)
         .bind(&tokens)
@@ -374,12 +379,15 @@ impl Store {
         .await?;
         let terminal: Vec<Uuid> = rows
             .iter()
-            .filter(|(_, s)| JobStatus::parse(s).is_some_and(JobStatus::is_terminal))
-            .map(|(id, _)| *id)
+            .filter(|(_, _, s)| JobStatus::parse(s).is_some_and(JobStatus::is_terminal))
+            .map(|(id, _, _)| *id)
             .collect();
         notify_finished(&mut tx, &terminal).await?;
         tx.commit().await?;
-        Ok(rows.into_iter().map(|(id, _)| id).collect())
+        Ok(rows
+            .into_iter()
+            .map(|(job_id, token, _)| Claim { job_id, token })
+            .collect())
     }
 
     /// Extends the leases of running jobs; returns the ids this worker still owns. A job
@@ -425,6 +433,7 @@ impl Store {
             "SELECT id FROM jobs WHERE status = 'running' AND lease_expires_at < now()
              ORDER BY lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED",
             "$2",
+            true,
         );
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query_as(&sql)
@@ -436,7 +445,8 @@ impl Store {
     }
 
     /// Hands back jobs a stopping worker could not finish, as `lost` attempts, so they run
-    /// again at once instead of waiting for their leases to expire.
+    /// again at once instead of waiting for their leases to expire. A hand-back never makes a
+    /// job `dead`, even on its last attempt: it was not the job's fault.
     pub async fn release(&self, claims: &[Claim]) -> sqlx::Result<u64> {
         let ids: Vec<Uuid> = claims.iter().map(|c| c.job_id).collect();
         let tokens: Vec<Uuid> = claims.iter().map(|c| c.token).collect();
@@ -445,6 +455,7 @@ impl Store {
                ON j.id = r.id AND j.lease_token = r.token
              WHERE j.status = 'running' FOR UPDATE OF j",
             "$3",
+            false,
         );
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query_as(&sql)
@@ -460,14 +471,21 @@ impl Store {
 /// Puts the running jobs chosen by `select_lost` back in their queue (or makes them dead when
 /// they have no attempts left), recording their current attempt as `lost` with the reason
 /// bound at `reason_param`.
-fn requeue_sql(select_lost: &str, reason_param: &str) -> String {
+fn requeue_sql(select_lost: &str, reason_param: &str, exhausted_is_dead: bool) -> String {
+    // A rescue counts against the job (a job that keeps killing its worker must end); a
+    // graceful hand-back does not: a deploy must never kill a job.
+    let exhausted = if exhausted_is_dead {
+        "j.attempts >= j.max_attempts"
+    } else {
+        "false"
+    };
     format!(
         "WITH lost AS ({select_lost}),
          r AS (
            UPDATE jobs j SET
-             status = CASE WHEN j.attempts >= j.max_attempts THEN 'dead' ELSE 'queued' END,
-             error = CASE WHEN j.attempts >= j.max_attempts THEN {reason_param} ELSE j.error END,
-             finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
+             status = CASE WHEN {exhausted} THEN 'dead' ELSE 'queued' END,
+             error = CASE WHEN {exhausted} THEN {reason_param} ELSE j.error END,
+             finished_at = CASE WHEN {exhausted} THEN now() END,
              lease_token = NULL, lease_expires_at = NULL
            FROM lost WHERE j.id = lost.id
            RETURNING j.id, j.queue, j.status, j.attempts),
