@@ -128,7 +128,7 @@ pub async fn start(cfg: Config, roles: Roles, registry: Registry) -> anyhow::Res
         let scheduler = conveyor_scheduler::Scheduler::new(
             store.clone(),
             Arc::clone(&relay),
-            cfg.scheduler_tick,
+            conveyor_scheduler::SchedulerConfig::from_config(&cfg),
         );
         tasks.spawn(scheduler.run(shutdown.clone()));
     }

@@ -75,6 +75,10 @@ pub struct Config {
     #[arg(long, env = "CONVEYOR_SCHEDULER_TICK", default_value = "200ms", value_parser = humantime::parse_duration)]
     pub scheduler_tick: Duration,
 
+    /// A job `queued` this long is published again, in case RabbitMQ lost its message.
+    #[arg(long, env = "CONVEYOR_REQUEUE_STALE_AFTER", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub requeue_stale_after: Duration,
+
     /// How often the outbox relay looks for rows written by other (or crashed) processes.
     /// Rows written by this process are published at once.
     #[arg(long, env = "CONVEYOR_OUTBOX_POLL", default_value = "1s", value_parser = humantime::parse_duration)]

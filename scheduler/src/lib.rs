@@ -1,28 +1,53 @@
-//! Conveyor's scheduler role (first part): promotes due `scheduled` and `retrying` jobs, and
-//! rescues `running` jobs whose lease expired. Every step is a conditional update with
-//! `SKIP LOCKED`, so several schedulers can run at once without doing anything twice.
+//! Conveyor's scheduler role (first part): promotes due `scheduled` and `retrying` jobs,
+//! rescues `running` jobs whose lease expired, and publishes again jobs queued so long that
+//! their message may have been lost. Every step is a conditional update with `SKIP LOCKED`,
+//! so several schedulers can run at once without doing anything twice.
 
 use std::{sync::Arc, time::Duration};
 
 use conveyor_core::{outbox::Relay, Store};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Rows moved per statement; a full batch means more may be waiting, so go again at once.
 const BATCH: i64 = 1000;
 
+#[derive(Debug, Clone, Copy)]
+pub struct SchedulerConfig {
+    /// How often to promote and rescue.
+    pub tick: Duration,
+    /// A job queued this long is published again.
+    pub requeue_stale_after: Duration,
+}
+
+impl SchedulerConfig {
+    pub fn from_config(cfg: &conveyor_core::Config) -> Self {
+        Self {
+            tick: cfg.scheduler_tick,
+            requeue_stale_after: cfg.requeue_stale_after,
+        }
+    }
+
+    /// Stale jobs are looked for a few times per threshold, at most every 30 s.
+    fn sweep_every(&self) -> Duration {
+        (self.requeue_stale_after / 4).clamp(self.tick, Duration::from_secs(30))
+    }
+}
+
 pub struct Scheduler {
     store: Store,
     relay: Arc<Relay>,
-    tick: Duration,
+    cfg: SchedulerConfig,
 }
 
 impl Scheduler {
-    pub fn new(store: Store, relay: Arc<Relay>, tick: Duration) -> Self {
-        Self { store, relay, tick }
+    pub fn new(store: Store, relay: Arc<Relay>, cfg: SchedulerConfig) -> Self {
+        Self { store, relay, cfg }
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        tracing::info!(tick = ?self.tick, "scheduler started");
+        tracing::info!(tick = ?self.cfg.tick, "scheduler started");
+        let mut next_sweep = Instant::now() + self.cfg.sweep_every();
         loop {
             let busy = match self.tick_once().await {
                 Ok(moved) => moved >= BATCH as u64,
@@ -31,11 +56,17 @@ impl Scheduler {
                     false
                 }
             };
+            if Instant::now() >= next_sweep {
+                next_sweep = Instant::now() + self.cfg.sweep_every();
+                if let Err(e) = self.sweep_stale().await {
+                    tracing::warn!(error = %e, "stale job sweep failed");
+                }
+            }
             if busy {
                 continue;
             }
             tokio::select! {
-                _ = tokio::time::sleep(self.tick) => {}
+                _ = tokio::time::sleep(self.cfg.tick) => {}
                 _ = shutdown.cancelled() => break,
             }
         }
@@ -54,5 +85,17 @@ impl Scheduler {
             self.relay.kick();
         }
         Ok(promoted.max(rescued))
+    }
+
+    async fn sweep_stale(&self) -> sqlx::Result<()> {
+        let republished = self
+            .store
+            .republish_stale(self.cfg.requeue_stale_after, BATCH)
+            .await?;
+        if republished > 0 {
+            tracing::warn!(republished, after = ?self.cfg.requeue_stale_after, "published long-queued jobs again");
+            self.relay.kick();
+        }
+        Ok(())
     }
 }

@@ -119,3 +119,50 @@ async fn jobs_in_flight_survive_a_postgresql_outage() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_job_whose_message_rabbitmq_lost_is_published_again() {
+    use lapin::options::QueuePurgeOptions;
+    // No worker yet: the message waits in the queue.
+    let app = TestApp::start_with(
+        Roles {
+            api: true,
+            worker: false,
+            scheduler: true,
+        },
+        |c| {
+            c.requeue_stale_after = Duration::from_secs(2);
+        },
+    )
+    .await;
+    let job = app.submit(echo(json!("lost and found"))).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while outbox_rows(&app).await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the job was never published"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Lose the message behind Conveyor's back.
+    let conn = conveyor_core::broker::connect(&app.config.amqp_url, "test-purge")
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let purged = ch
+        .queue_purge(
+            app.topology().job_queue("default").into(),
+            QueuePurgeOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(purged, 1);
+    let _ = conn.close(200, "done".into()).await;
+
+    let worker = app.start_more(Roles::WORKER).await;
+    let done = app.wait_terminal(job.id, 60).await;
+    assert_eq!(done.status, JobStatus::Succeeded);
+    assert_eq!(done.attempts, 1);
+    worker.stop().await.unwrap();
+    app.stop().await;
+}

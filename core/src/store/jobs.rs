@@ -416,10 +416,30 @@ impl Store {
                SELECT id FROM jobs WHERE status IN ('scheduled', 'retrying') AND run_at <= now()
                ORDER BY run_at LIMIT $1 FOR UPDATE SKIP LOCKED),
              p AS (
-               UPDATE jobs j SET status = 'queued' FROM due WHERE j.id = due.id
+               UPDATE jobs j SET status = 'queued', enqueued_at = now() FROM due WHERE j.id = due.id
                RETURNING j.id, j.queue)
              INSERT INTO outbox (kind, routing_key, job_id) SELECT 'job', queue, id FROM p",
         )
+        .bind(limit)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Publishes again jobs that have been `queued` for longer than `stale_after`, in case
+    /// their message was lost in RabbitMQ. Returns how many.
+    pub async fn republish_stale(&self, stale_after: Duration, limit: i64) -> sqlx::Result<u64> {
+        let done = sqlx::query(
+            "WITH stale AS (
+               SELECT id FROM jobs WHERE status = 'queued'
+                 AND enqueued_at < now() - $1 * interval '1 millisecond'
+               ORDER BY enqueued_at LIMIT $2 FOR UPDATE SKIP LOCKED),
+             t AS (
+               UPDATE jobs j SET enqueued_at = now() FROM stale WHERE j.id = stale.id
+               RETURNING j.id, j.queue)
+             INSERT INTO outbox (kind, routing_key, job_id) SELECT 'job', queue, id FROM t",
+        )
+        .bind(millis(stale_after))
         .bind(limit)
         .execute(&self.pool)
         .await?;
@@ -484,6 +504,7 @@ fn requeue_sql(select_lost: &str, reason_param: &str, exhausted_is_dead: bool) -
          r AS (
            UPDATE jobs j SET
              status = CASE WHEN {exhausted} THEN 'dead' ELSE 'queued' END,
+             enqueued_at = now(),
              error = CASE WHEN {exhausted} THEN {reason_param} ELSE j.error END,
              finished_at = CASE WHEN {exhausted} THEN now() END,
              lease_token = NULL, lease_expires_at = NULL
