@@ -86,23 +86,29 @@ impl Running {
 /// Connects (creating and migrating the database when needed) and starts the given roles.
 pub async fn start(cfg: Config, roles: Roles, registry: Registry) -> anyhow::Result<Running> {
     cfg.validate()?;
+    // Before anything starts: a taken port is a clean error, not a half-started process.
+    let listener = match roles.api {
+        true => Some(
+            TcpListener::bind(cfg.listen)
+                .await
+                .with_context(|| format!("binding {}", cfg.listen))?,
+        ),
+        false => None,
+    };
     let pool = db::connect_and_migrate(&cfg.database_url, cfg.db_pool).await?;
     let store = Store::new(pool.clone());
     let shutdown = CancellationToken::new();
     let relay = Relay::new(
         pool,
         &cfg.amqp_url,
-        Topology::new(cfg.amqp_prefix.clone()),
+        Topology::from_config(&cfg),
         cfg.outbox_poll,
     );
     let relay_stop = CancellationToken::new();
     let relay_task = tokio::spawn(relay.clone().run(relay_stop.clone()));
     let mut tasks = JoinSet::new();
     let mut addr = None;
-    if roles.api {
-        let listener = TcpListener::bind(cfg.listen)
-            .await
-            .with_context(|| format!("binding {}", cfg.listen))?;
+    if let Some(listener) = listener {
         addr = Some(listener.local_addr()?);
         let state = conveyor_api::AppState::new(
             store.clone(),

@@ -19,12 +19,32 @@ use uuid::Uuid;
 #[derive(Debug, Clone)]
 pub struct Topology {
     prefix: String,
+    queue_type: QueueType,
+}
+
+/// The kind of RabbitMQ queue Conveyor declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum QueueType {
+    /// Replicated (Raft); survives the loss of a cluster node. Falls back to classic where
+    /// the broker has no quorum queues.
+    Quorum,
+    /// One node's durable queue: cheaper on a single-node broker.
+    Classic,
 }
 
 impl Topology {
+    /// Quorum queues under `prefix`.
     pub fn new(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
+            queue_type: QueueType::Quorum,
+        }
+    }
+
+    pub fn from_config(cfg: &crate::Config) -> Self {
+        Self {
+            prefix: cfg.amqp_prefix.clone(),
+            queue_type: cfg.queue_type,
         }
     }
 
@@ -82,7 +102,7 @@ pub async fn declare_base(conn: &Connection, topo: &Topology) -> anyhow::Result<
     )
     .await?;
     let dlq = topo.dead_letter_queue();
-    declare_durable_queue(conn, &dlq, FieldTable::default()).await?;
+    declare_durable_queue(conn, topo, &dlq, FieldTable::default()).await?;
     ch.queue_bind(
         dlq.into(),
         topo.dead_letter_exchange().into(),
@@ -108,7 +128,7 @@ pub async fn declare_job_queue(
         "x-dead-letter-exchange".into(),
         AMQPValue::LongString(topo.dead_letter_exchange().into()),
     );
-    declare_durable_queue(conn, &name, args).await?;
+    declare_durable_queue(conn, topo, &name, args).await?;
     let ch = conn.create_channel().await?;
     ch.queue_bind(
         name.into(),
@@ -126,6 +146,7 @@ pub async fn declare_job_queue(
 /// or when the queue already exists as a classic queue, a durable classic queue.
 async fn declare_durable_queue(
     conn: &Connection,
+    topo: &Topology,
     name: &str,
     args: FieldTable,
 ) -> anyhow::Result<()> {
@@ -138,18 +159,25 @@ async fn declare_durable_queue(
         "x-queue-type".into(),
         AMQPValue::LongString("quorum".into()),
     );
-    // A refused declaration closes its channel, so each try gets its own.
-    let ch = conn.create_channel().await?;
-    if ch.queue_declare(name.into(), opts, quorum).await.is_ok() {
-        let _ = ch.close(200, "declared".into()).await;
-        return Ok(());
+    // The configured type first; the other when the queue already exists as that (or, for
+    // quorum, when the broker has none).
+    let tries = match topo.queue_type {
+        QueueType::Quorum => [quorum, args],
+        QueueType::Classic => [args, quorum],
+    };
+    let mut last = None;
+    for arguments in tries {
+        // A refused declaration closes its channel, so each try gets its own.
+        let ch = conn.create_channel().await?;
+        match ch.queue_declare(name.into(), opts, arguments).await {
+            Ok(_) => {
+                let _ = ch.close(200, "declared".into()).await;
+                return Ok(());
+            }
+            Err(e) => last = Some(e),
+        }
     }
-    let ch = conn.create_channel().await?;
-    ch.queue_declare(name.into(), opts, args)
-        .await
-        .with_context(|| format!("declaring queue {name}"))?;
-    let _ = ch.close(200, "declared".into()).await;
-    Ok(())
+    Err(last.expect("two tries")).with_context(|| format!("declaring queue {name}"))
 }
 
 /// Where an outbox row goes.

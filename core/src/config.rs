@@ -30,6 +30,16 @@ pub struct Config {
     #[arg(long, env = "CONVEYOR_AMQP_PREFIX", default_value = "conveyor")]
     pub amqp_prefix: String,
 
+    /// RabbitMQ queue type: `quorum` (replicated; the default) or `classic` (cheaper on a
+    /// single-node broker). An existing queue keeps the type it was made with.
+    #[arg(
+        long,
+        env = "CONVEYOR_QUEUE_TYPE",
+        value_enum,
+        default_value = "quorum"
+    )]
+    pub queue_type: crate::broker::QueueType,
+
     /// Address the API listens on.
     #[arg(long, env = "CONVEYOR_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,

@@ -59,7 +59,7 @@ impl WorkerConfig {
     pub fn from_config(cfg: &conveyor_core::Config) -> Self {
         Self {
             amqp_url: cfg.amqp_url.clone(),
-            topology: Topology::new(cfg.amqp_prefix.clone()),
+            topology: Topology::from_config(cfg),
             queues: cfg.worker_queues().to_vec(),
             concurrency: cfg.worker_concurrency,
             lease: cfg.lease,
