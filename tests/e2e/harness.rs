@@ -59,6 +59,7 @@ async fn template() -> &'static str {
             let mut admin = PgConnection::connect(&admin_db_url())
                 .await
                 .expect("connecting to PostgreSQL");
+            drop_leftovers(&mut admin, &name).await;
             let exists: bool =
                 sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
                     .bind(&name)
@@ -93,10 +94,56 @@ async fn template() -> &'static str {
         .await
 }
 
+/// Test databases are named `conveyor_t_<unix seconds>_<random>`.
+const TEST_DB_PREFIX: &str = "conveyor_t_";
+
+/// Drops what earlier runs left: databases of tests that failed before cleaning up (older than
+/// two hours, so that a run going on beside this one keeps its own) and templates of other
+/// migration sets (a template in use is left alone: DROP refuses).
+async fn drop_leftovers(admin: &mut PgConnection, current_template: &str) {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'conveyor\\_t\\_%' OR datname LIKE 'conveyor\\_tmpl\\_%'",
+    )
+    .fetch_all(&mut *admin)
+    .await
+    .unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for name in names {
+        let stale = match name.strip_prefix(TEST_DB_PREFIX) {
+            Some(rest) => rest
+                .split('_')
+                .next()
+                .and_then(|t| t.parse::<u64>().ok())
+                .is_none_or(|t| now.saturating_sub(t) > 7200),
+            None => name != current_template && !name.starts_with("conveyor_tmpl_build_"),
+        };
+        if stale {
+            let force = if name.starts_with(TEST_DB_PREFIX) {
+                " WITH (FORCE)"
+            } else {
+                ""
+            };
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\"{force}"))
+                .execute(&mut *admin)
+                .await;
+        }
+    }
+}
+
 /// A fresh database for one test.
 pub async fn fresh_database() -> (String, String) {
     let tmpl = template().await;
-    let name = format!("conveyor_t_{}", Uuid::new_v4().simple());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let name = format!(
+        "{TEST_DB_PREFIX}{now}_{}",
+        &Uuid::new_v4().simple().to_string()[..12]
+    );
     let mut admin = PgConnection::connect(&admin_db_url()).await.unwrap();
     sqlx::query(&format!("CREATE DATABASE \"{name}\" TEMPLATE \"{tmpl}\""))
         .execute(&mut admin)
