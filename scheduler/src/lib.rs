@@ -11,6 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Rows moved per statement; a full batch means more may be waiting, so go again at once.
 const BATCH: i64 = 1000;
+/// How often to look for tables that need a vacuum.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy)]
 pub struct SchedulerConfig {
@@ -48,6 +50,7 @@ impl Scheduler {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(tick = ?self.cfg.tick, "scheduler started");
         let mut next_sweep = Instant::now() + self.cfg.sweep_every();
+        let mut next_maintenance = Instant::now() + MAINTENANCE_EVERY;
         loop {
             let busy = match self.tick_once().await {
                 Ok(moved) => moved >= BATCH as u64,
@@ -60,6 +63,16 @@ impl Scheduler {
                 next_sweep = Instant::now() + self.cfg.sweep_every();
                 if let Err(e) = self.sweep_stale().await {
                     tracing::warn!(error = %e, "stale job sweep failed");
+                }
+            }
+            if Instant::now() >= next_maintenance {
+                next_maintenance = Instant::now() + MAINTENANCE_EVERY;
+                match self.store.maintain().await {
+                    Ok(vacuumed) if !vacuumed.is_empty() => {
+                        tracing::info!(?vacuumed, "vacuumed busy tables")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "table maintenance failed"),
                 }
             }
             if busy {

@@ -9,6 +9,9 @@ pub use keys::{generate_key, hash_key};
 
 use sqlx::PgPool;
 
+/// Advisory lock key under which one process at a time vacuums (`maintain`).
+const MAINTENANCE_LOCK: i64 = 0x636f_6e76_6d61_696e; // "convmain"
+
 /// The channel on which finished job ids are announced (comma-separated), for long-polls.
 pub const JOB_FINISHED_CHANNEL: &str = "conveyor_job_finished";
 
@@ -26,10 +29,47 @@ impl Store {
         &self.pool
     }
 
+    /// Vacuums (and analyzes) Conveyor's busy tables whose dead tuples passed a threshold,
+    /// so the outbox and the partial indexes stay cheap to scan even where autovacuum is off
+    /// or behind. One process at a time (a try-lock: the others skip). Returns the tables
+    /// vacuumed.
+    pub async fn maintain(&self) -> sqlx::Result<Vec<String>> {
+        let mut conn = self.pool.acquire().await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(MAINTENANCE_LOCK)
+            .fetch_one(&mut *conn)
+            .await?;
+        if !locked {
+            return Ok(Vec::new());
+        }
+        let result = vacuum_due(&mut conn).await;
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(MAINTENANCE_LOCK)
+            .execute(&mut *conn)
+            .await;
+        result
+    }
+
     pub async fn ping(&self) -> sqlx::Result<()> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)
             .await
             .map(|_| ())
     }
+}
+
+async fn vacuum_due(conn: &mut sqlx::PgConnection) -> sqlx::Result<Vec<String>> {
+    let due: Vec<String> = sqlx::query_scalar(
+        "SELECT relname::text FROM pg_stat_user_tables
+         WHERE relname IN ('outbox', 'jobs', 'job_attempts') AND schemaname = current_schema()
+           AND n_dead_tup > GREATEST(5000, n_live_tup / 10)",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for table in &due {
+        // VACUUM runs outside a transaction block, and is not worth preparing.
+        let sql = format!("VACUUM (ANALYZE) {table}");
+        sqlx::query(&sql).persistent(false).execute(&mut *conn).await?;
+    }
+    Ok(due)
 }
