@@ -69,7 +69,10 @@ async fn vacuum_due(conn: &mut sqlx::PgConnection) -> sqlx::Result<Vec<String>> 
     for table in &due {
         // VACUUM runs outside a transaction block, and is not worth preparing.
         let sql = format!("VACUUM (ANALYZE) {table}");
-        sqlx::query(&sql).persistent(false).execute(&mut *conn).await?;
+        sqlx::query(&sql)
+            .persistent(false)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(due)
 }
