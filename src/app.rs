@@ -36,6 +36,12 @@ impl Roles {
         worker: false,
         scheduler: true,
     };
+    /// Intake and scheduling without workers: workers run elsewhere.
+    pub const API_AND_SCHEDULER: Roles = Roles {
+        api: true,
+        worker: false,
+        scheduler: true,
+    };
 }
 
 /// A started Conveyor process.

@@ -318,6 +318,14 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn rules<'a>(catalog: &'a JobCatalog, queues: &'a [String]) -> JobRules<'a> {
+        JobRules {
+            catalog,
+            allow_private_targets: false,
+            queues,
+        }
+    }
+
     fn catalog() -> JobCatalog {
         let mut c = JobCatalog::default();
         c.insert("echo", None);
@@ -326,13 +334,8 @@ mod tests {
 
     #[tokio::test]
     async fn defaults_and_every_error_at_once() {
-        let c = catalog();
-        let queues = ["default".to_owned()];
-        let rules = JobRules {
-            catalog: &c,
-            allow_private_targets: false,
-            queues: &queues,
-        };
+        let (c, queues) = (catalog(), ["default".to_owned()]);
+        let rules = rules(&c, &queues);
         let job = parse_job(&rules, &json!({"type": "echo"}), None, "")
             .await
             .unwrap();
@@ -363,13 +366,8 @@ mod tests {
 
     #[tokio::test]
     async fn nul_characters_are_refused_where_they_are() {
-        let c = catalog();
-        let queues = ["default".to_owned()];
-        let rules = JobRules {
-            catalog: &c,
-            allow_private_targets: false,
-            queues: &queues,
-        };
+        let (c, queues) = (catalog(), ["default".to_owned()]);
+        let rules = rules(&c, &queues);
         for (body, field) in [
             (
                 json!({"type": "echo", "payload": {"a": [1, "x\u{0}y"]}}),
@@ -400,13 +398,8 @@ mod tests {
 
     #[tokio::test]
     async fn same_body_same_hash_whatever_the_key_order() {
-        let c = catalog();
-        let queues = ["default".to_owned()];
-        let rules = JobRules {
-            catalog: &c,
-            allow_private_targets: false,
-            queues: &queues,
-        };
+        let (c, queues) = (catalog(), ["default".to_owned()]);
+        let rules = rules(&c, &queues);
         let a: Value = serde_json::from_str(r#"{"type":"echo","payload":{"a":1,"b":2}}"#).unwrap();
         let b: Value = serde_json::from_str(r#"{"payload":{"b":2,"a":1},"type":"echo"}"#).unwrap();
         let ha = parse_job(&rules, &a, None, "").await.unwrap().request_hash;

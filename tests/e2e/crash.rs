@@ -12,15 +12,7 @@ use crate::harness::TestApp;
 #[tokio::test]
 async fn worker_killed_mid_job_loses_nothing_and_runs_each_job_once_to_success() {
     // API and scheduler here; the workers are separate processes.
-    let app = TestApp::start_with(
-        Roles {
-            api: true,
-            worker: false,
-            scheduler: true,
-        },
-        |_| {},
-    )
-    .await;
+    let app = TestApp::start_with(Roles::API_AND_SCHEDULER, |_| {}).await;
     let mut victim = app.spawn_process("worker");
 
     let mut ids = Vec::new();
@@ -81,17 +73,10 @@ async fn worker_killed_mid_job_loses_nothing_and_runs_each_job_once_to_success()
 
 #[tokio::test]
 async fn graceful_shutdown_hands_back_unfinished_jobs() {
-    let app = TestApp::start_with(
-        Roles {
-            api: true,
-            worker: false,
-            scheduler: true,
-        },
-        |c| {
-            c.shutdown_grace = Duration::from_millis(300);
-            c.lease = Duration::from_secs(30); // long: only the hand-back can make it run again soon
-        },
-    )
+    let app = TestApp::start_with(Roles::API_AND_SCHEDULER, |c| {
+        c.shutdown_grace = Duration::from_millis(300);
+        c.lease = Duration::from_secs(30); // long: only the hand-back can make it run again soon
+    })
     .await;
     let first = app.start_more(Roles::WORKER).await;
     // Its only attempt: a hand-back must not make it dead.

@@ -124,16 +124,9 @@ async fn jobs_in_flight_survive_a_postgresql_outage() {
 async fn a_job_whose_message_rabbitmq_lost_is_published_again() {
     use lapin::options::QueuePurgeOptions;
     // No worker yet: the message waits in the queue.
-    let app = TestApp::start_with(
-        Roles {
-            api: true,
-            worker: false,
-            scheduler: true,
-        },
-        |c| {
-            c.requeue_stale_after = Duration::from_secs(2);
-        },
-    )
+    let app = TestApp::start_with(Roles::API_AND_SCHEDULER, |c| {
+        c.requeue_stale_after = Duration::from_secs(2);
+    })
     .await;
     let job = app.submit(echo(json!("lost and found"))).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
