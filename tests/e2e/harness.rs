@@ -267,6 +267,15 @@ impl TestApp {
         serde_json::from_value(job).unwrap()
     }
 
+    /// Submits an echo job and asserts it succeeds: the whole pipeline still works.
+    pub async fn assert_runs_jobs(&self) {
+        let job = self.submit(echo(json!("probe"))).await;
+        assert_eq!(
+            self.wait_terminal(job.id, 30).await.status,
+            JobStatus::Succeeded
+        );
+    }
+
     /// Long-polls until the job is terminal (at most `secs`).
     pub async fn wait_terminal(&self, id: Uuid, secs: u64) -> Job {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);

@@ -151,11 +151,7 @@ async fn a_panicking_handler_is_a_failed_attempt_not_a_dead_worker() {
     assert_eq!(done.attempts, 2);
     assert!(done.error.unwrap().contains("kaboom"));
     // The worker survived: it still runs jobs.
-    let after = app.submit(echo(json!(1))).await;
-    assert_eq!(
-        app.wait_terminal(after.id, 30).await.status,
-        JobStatus::Succeeded
-    );
+    app.assert_runs_jobs().await;
     app.stop().await;
 }
 
@@ -172,11 +168,7 @@ async fn results_and_errors_with_nul_characters_are_stored_scrubbed() {
     assert_eq!(bad.status, JobStatus::Dead);
     assert_eq!(bad.error.as_deref(), Some("bad\u{FFFD}byte"));
     // And the worker goes on.
-    let after = app.submit(echo(json!(1))).await;
-    assert_eq!(
-        app.wait_terminal(after.id, 30).await.status,
-        JobStatus::Succeeded
-    );
+    app.assert_runs_jobs().await;
     app.stop().await;
 }
 

@@ -25,11 +25,7 @@ async fn jobs_accepted_while_rabbitmq_is_down_run_when_it_is_back() {
     let rabbit = ThrowawayRabbit::new();
     rabbit.start().await;
     let app = TestApp::start_with(Roles::ALL, |c| c.amqp_url = rabbit.url()).await;
-    let before = app.submit(echo(json!("before"))).await;
-    assert_eq!(
-        app.wait_terminal(before.id, 30).await.status,
-        JobStatus::Succeeded
-    );
+    app.assert_runs_jobs().await;
 
     rabbit.stop().await;
     let mut ids = Vec::new();
@@ -55,11 +51,7 @@ async fn jobs_accepted_while_rabbitmq_is_down_run_when_it_is_back() {
     }
     assert_eq!(outbox_rows(&app).await, 0);
     // And the worker consumes again after the restart, not only the relay.
-    let after = app.submit(echo(json!("after"))).await;
-    assert_eq!(
-        app.wait_terminal(after.id, 30).await.status,
-        JobStatus::Succeeded
-    );
+    app.assert_runs_jobs().await;
 
     app.stop().await;
     rabbit.stop().await;
@@ -112,11 +104,7 @@ async fn jobs_in_flight_survive_a_postgresql_outage() {
         );
     }
     // Work goes on after the outage: new submissions run too.
-    let after = app.submit(echo(json!("after"))).await;
-    assert_eq!(
-        app.wait_terminal(after.id, 30).await.status,
-        JobStatus::Succeeded
-    );
+    app.assert_runs_jobs().await;
     app.stop().await;
 }
 

@@ -158,10 +158,6 @@ impl Worker {
         }
     }
 
-    pub fn id(&self) -> &str {
-        &self.inner.id
-    }
-
     /// Runs until `shutdown`; then stops taking work, lets running jobs finish within the
     /// grace period, and hands back those that did not.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
