@@ -13,6 +13,7 @@ pub struct Roles {
     pub api: bool,
     pub worker: bool,
     pub scheduler: bool,
+    pub dispatcher: bool,
 }
 
 impl Roles {
@@ -20,27 +21,38 @@ impl Roles {
         api: true,
         worker: true,
         scheduler: true,
+        dispatcher: true,
     };
     pub const API: Roles = Roles {
         api: true,
         worker: false,
         scheduler: false,
+        dispatcher: false,
     };
     pub const WORKER: Roles = Roles {
         api: false,
         worker: true,
         scheduler: false,
+        dispatcher: false,
     };
     pub const SCHEDULER: Roles = Roles {
         api: false,
         worker: false,
         scheduler: true,
+        dispatcher: false,
+    };
+    pub const DISPATCHER: Roles = Roles {
+        api: false,
+        worker: false,
+        scheduler: false,
+        dispatcher: true,
     };
     /// Intake and scheduling without workers: workers run elsewhere.
     pub const API_AND_SCHEDULER: Roles = Roles {
         api: true,
         worker: false,
         scheduler: true,
+        dispatcher: false,
     };
 }
 
@@ -120,9 +132,7 @@ pub async fn start(cfg: Config, roles: Roles, registry: Registry) -> anyhow::Res
             store.clone(),
             relay.clone(),
             registry.catalog(),
-            cfg.max_body_bytes,
-            cfg.allow_private_targets,
-            cfg.queues.clone(),
+            &cfg,
             shutdown.clone(),
         );
         tasks.spawn(conveyor_api::serve(listener, state, shutdown.clone()));
@@ -143,6 +153,13 @@ pub async fn start(cfg: Config, roles: Roles, registry: Registry) -> anyhow::Res
             conveyor_scheduler::SchedulerConfig::from_config(&cfg),
         );
         tasks.spawn(scheduler.run(shutdown.clone()));
+    }
+    if roles.dispatcher {
+        let dispatcher = conveyor_dispatcher::Dispatcher::new(
+            conveyor_dispatcher::DispatcherConfig::from_config(&cfg),
+            store.clone(),
+        );
+        tasks.spawn(dispatcher.run(shutdown.clone()));
     }
     Ok(Running {
         addr,

@@ -28,6 +28,8 @@ enum Command {
     Worker(RoleArgs),
     /// The scheduler: promotes due jobs, rescues jobs of dead workers.
     Scheduler(RoleArgs),
+    /// The dispatcher: delivers signed webhooks and job callbacks.
+    Dispatcher(RoleArgs),
     /// Create the database if needed and apply migrations.
     Migrate(RoleArgs),
     /// API keys.
@@ -80,6 +82,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Api(a) => run(a.config, Roles::API).await,
         Command::Worker(a) => run(a.config, Roles::WORKER).await,
         Command::Scheduler(a) => run(a.config, Roles::SCHEDULER).await,
+        Command::Dispatcher(a) => run(a.config, Roles::DISPATCHER).await,
         Command::Migrate(a) => {
             db::connect_and_migrate(&a.config.database_url, 1).await?;
             tracing::info!("database is migrated");

@@ -52,19 +52,19 @@ impl FromRequest<AppState> for JsonBody {
     }
 }
 
-/// The job id in the path: a bad one (not a UUID, not UTF-8) is a 400 problem.
-pub struct JobId(pub uuid::Uuid);
+/// The id in the path: a bad one (not a UUID, not UTF-8) is a 400 problem.
+pub struct PathId(pub uuid::Uuid);
 
-impl<S: Send + Sync> FromRequestParts<S> for JobId {
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
         let Path(raw) = Path::<String>::from_request_parts(parts, state)
             .await
-            .map_err(|_| Problem::bad_request("the job id in the path is not valid text"))?;
+            .map_err(|_| Problem::bad_request("the id in the path is not valid text"))?;
         uuid::Uuid::parse_str(&raw)
-            .map(JobId)
-            .map_err(|_| Problem::bad_request(format!("{raw:?} is not a valid job id (a UUID)")))
+            .map(PathId)
+            .map_err(|_| Problem::bad_request(format!("{raw:?} is not a valid id (a UUID)")))
     }
 }
 

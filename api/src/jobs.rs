@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::Auth,
-    extract::{JobId, JsonBody, QueryPairs},
+    extract::{JsonBody, PathId, QueryPairs},
     problem::{ApiResult, FieldError, Problem},
     validate::{parse_job, JobRules},
     AppState,
@@ -173,7 +173,7 @@ async fn submit_batch(
 async fn get_job(
     State(state): State<AppState>,
     auth: Auth,
-    JobId(id): JobId,
+    PathId(id): PathId,
     QueryPairs(q): QueryPairs,
 ) -> ApiResult<Json<Job>> {
     let p = auth.require(Scope::JobsRead)?;
@@ -279,11 +279,11 @@ async fn list(
     Ok(Json(json!({ "data": jobs, "next_cursor": next_cursor })))
 }
 
-fn encode_cursor(id: Uuid) -> String {
+pub(crate) fn encode_cursor(id: Uuid) -> String {
     URL_SAFE_NO_PAD.encode(id.as_bytes())
 }
 
-fn decode_cursor(raw: &str) -> Option<Uuid> {
+pub(crate) fn decode_cursor(raw: &str) -> Option<Uuid> {
     let bytes = URL_SAFE_NO_PAD.decode(raw).ok()?;
     Uuid::from_slice(&bytes).ok()
 }
@@ -291,7 +291,7 @@ fn decode_cursor(raw: &str) -> Option<Uuid> {
 async fn attempts(
     State(state): State<AppState>,
     auth: Auth,
-    JobId(id): JobId,
+    PathId(id): PathId,
 ) -> ApiResult<Json<Value>> {
     let p = auth.require(Scope::JobsRead)?;
     let attempts = state
@@ -305,7 +305,7 @@ async fn attempts(
 async fn cancel(
     State(state): State<AppState>,
     auth: Auth,
-    JobId(id): JobId,
+    PathId(id): PathId,
 ) -> ApiResult<Json<Job>> {
     let p = auth.require(Scope::JobsWrite)?;
     match state.store.cancel_job(p.tenant_id, id).await? {

@@ -7,8 +7,9 @@ mod jobs;
 pub mod problem;
 mod validate;
 mod waiters;
+mod webhooks;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     extract::State,
@@ -18,7 +19,11 @@ use axum::{
     Json, Router,
 };
 use conveyor_core::{
-    batch::Batcher, catalog::JobCatalog, outbox::Relay, store::InsertOutcome, NewJob, Store,
+    batch::Batcher,
+    catalog::JobCatalog,
+    outbox::Relay,
+    store::{InsertOutcome, NewEvent},
+    Config, NewJob, Store,
 };
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -35,6 +40,9 @@ pub struct AppState {
     relay: Arc<Relay>,
     /// Single submissions, committed in groups (see `Store::insert_jobs_grouped`).
     inserts: Batcher<(Uuid, NewJob), Result<InsertOutcome, sqlx::Error>>,
+    /// Published events, committed in groups like job submissions.
+    events: Batcher<NewEvent, ()>,
+    secret_rotation_grace: Duration,
     catalog: Arc<JobCatalog>,
     keys: Arc<KeyCache>,
     waiters: Arc<Waiters>,
@@ -51,9 +59,7 @@ impl AppState {
         store: Store,
         relay: Arc<Relay>,
         catalog: JobCatalog,
-        max_body_bytes: usize,
-        allow_private_targets: bool,
-        queues: Vec<String>,
+        cfg: &Config,
         shutdown: CancellationToken,
     ) -> Self {
         let group_store = store.clone();
@@ -78,16 +84,26 @@ impl AppState {
                 }
             }
         });
+        let event_store = store.clone();
+        let events = Batcher::spawn(256, move |events: Vec<NewEvent>| {
+            let store = event_store.clone();
+            async move {
+                store.publish_events(&events).await?;
+                Ok(vec![(); events.len()])
+            }
+        });
         Self {
             store,
             relay,
             inserts,
+            events,
+            secret_rotation_grace: cfg.secret_rotation_grace,
             catalog: Arc::new(catalog),
             keys: Arc::new(KeyCache::default()),
             waiters: Arc::new(Waiters::new()),
-            max_body_bytes,
-            allow_private_targets,
-            queues: Arc::new(queues),
+            max_body_bytes: cfg.max_body_bytes,
+            allow_private_targets: cfg.allow_private_targets,
+            queues: Arc::new(cfg.queues.clone()),
             shutdown,
         }
     }
@@ -98,6 +114,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(jobs::router())
+        .merge(webhooks::router())
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
         .with_state(state)

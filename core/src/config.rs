@@ -102,6 +102,50 @@ pub struct Config {
     #[arg(long, env = "CONVEYOR_ALLOW_PRIVATE_TARGETS", default_value_t = false)]
     pub allow_private_targets: bool,
 
+    /// Delays before each webhook or callback delivery attempt, comma-separated: its length
+    /// is the number of attempts. Each delay gets up to ±10 % jitter.
+    #[arg(long, env = "CONVEYOR_WEBHOOK_RETRY_SCHEDULE", default_value = "0s,5s,5m,30m,2h,5h,10h,10h",
+          value_delimiter = ',', value_parser = humantime::parse_duration)]
+    pub webhook_retry_schedule: Vec<Duration>,
+
+    /// An endpoint whose deliveries have all failed for this long is disabled.
+    #[arg(long, env = "CONVEYOR_ENDPOINT_DISABLE_AFTER", default_value = "5d", value_parser = humantime::parse_duration)]
+    pub endpoint_disable_after: Duration,
+
+    /// The longest one delivery attempt may take, connecting included (5s at most).
+    #[arg(long, env = "CONVEYOR_WEBHOOK_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub webhook_timeout: Duration,
+
+    /// First-attempt deliveries in flight per dispatcher process.
+    #[arg(long, env = "CONVEYOR_DISPATCHER_CONCURRENCY", default_value_t = 256)]
+    pub dispatcher_concurrency: usize,
+
+    /// Retry deliveries in flight per dispatcher process: a lane of its own, so a backlog of
+    /// retries to failing endpoints never holds up first attempts, nor the reverse.
+    #[arg(
+        long,
+        env = "CONVEYOR_DISPATCHER_RETRY_CONCURRENCY",
+        default_value_t = 64
+    )]
+    pub dispatcher_retry_concurrency: usize,
+
+    /// Deliveries in flight to one endpoint, across every dispatcher process.
+    #[arg(long, env = "CONVEYOR_ENDPOINT_CONCURRENCY", default_value_t = 32)]
+    pub endpoint_concurrency: i32,
+
+    /// Consecutive failures that open an endpoint's circuit: no deliveries go to it until the
+    /// cooldown has passed, then one probe; its success closes the circuit.
+    #[arg(long, env = "CONVEYOR_CIRCUIT_THRESHOLD", default_value_t = 5)]
+    pub circuit_threshold: i32,
+
+    /// How long an open circuit waits before its probe.
+    #[arg(long, env = "CONVEYOR_CIRCUIT_COOLDOWN", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub circuit_cooldown: Duration,
+
+    /// How long a rotated secret keeps signing beside the new one.
+    #[arg(long, env = "CONVEYOR_SECRET_ROTATION_GRACE", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub secret_rotation_grace: Duration,
+
     /// Largest PostgreSQL pool per process.
     #[arg(long, env = "CONVEYOR_DB_POOL", default_value_t = 16)]
     pub db_pool: u32,
@@ -156,6 +200,32 @@ impl Config {
         anyhow::ensure!(
             !self.amqp_prefix.is_empty() && self.amqp_prefix.len() <= 64,
             "CONVEYOR_AMQP_PREFIX must be 1 to 64 characters"
+        );
+        anyhow::ensure!(
+            !self.webhook_retry_schedule.is_empty() && self.webhook_retry_schedule.len() <= 50,
+            "CONVEYOR_WEBHOOK_RETRY_SCHEDULE must hold 1 to 50 delays"
+        );
+        anyhow::ensure!(
+            self.webhook_retry_schedule[0].is_zero(),
+            "CONVEYOR_WEBHOOK_RETRY_SCHEDULE must start with 0s: first attempts are sent at once"
+        );
+        anyhow::ensure!(
+            self.webhook_timeout >= Duration::from_millis(100)
+                && self.webhook_timeout <= Duration::from_secs(300),
+            "CONVEYOR_WEBHOOK_TIMEOUT must be from 100ms to 5m"
+        );
+        anyhow::ensure!(
+            (1..=10_000).contains(&self.dispatcher_concurrency)
+                && (1..=10_000).contains(&self.dispatcher_retry_concurrency),
+            "CONVEYOR_DISPATCHER_CONCURRENCY and _RETRY_CONCURRENCY must be from 1 to 10000"
+        );
+        anyhow::ensure!(
+            (1..=10_000).contains(&self.endpoint_concurrency),
+            "CONVEYOR_ENDPOINT_CONCURRENCY must be from 1 to 10000"
+        );
+        anyhow::ensure!(
+            self.circuit_threshold >= 1,
+            "CONVEYOR_CIRCUIT_THRESHOLD must be at least 1"
         );
         Ok(())
     }

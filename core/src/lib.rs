@@ -6,11 +6,14 @@ pub mod broker;
 pub mod catalog;
 pub mod config;
 pub mod db;
+pub mod guarded_dns;
 pub mod model;
 pub mod outbox;
 pub mod retry;
+pub mod signing;
 pub mod store;
 pub mod urlguard;
+pub mod webhook;
 
 pub use config::Config;
 pub use model::{Job, JobStatus, NewJob, Principal, Scope};

@@ -260,6 +260,36 @@ impl TestApp {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// Any request with the app's key; `body` as JSON.
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        self.request_as(&self.key, method, path, body).await
+    }
+
+    /// Any request with another key.
+    pub async fn request_as(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(key);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
     /// Submits a job and returns it, asserting it was accepted.
     pub async fn submit(&self, body: Value) -> Job {
         let (status, job) = self.post("/v1/jobs", &body).await;
@@ -336,9 +366,15 @@ impl TestApp {
 
     /// Spawns `conveyor <role>` as its own process, on the same database and prefix.
     pub fn spawn_process(&self, role: &str) -> Child {
+        self.spawn_process_with(role, &[])
+    }
+
+    /// The same, with extra environment.
+    pub fn spawn_process_with(&self, role: &str, env: &[(&str, &str)]) -> Child {
         let c = &self.config;
         Command::new(env!("CARGO_BIN_EXE_conveyor"))
             .arg(role)
+            .envs(env.iter().copied())
             .env("DATABASE_URL", &c.database_url)
             .env("AMQP_URL", &c.amqp_url)
             .env("CONVEYOR_AMQP_PREFIX", &c.amqp_prefix)

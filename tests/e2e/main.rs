@@ -10,4 +10,6 @@ mod crash;
 mod jobs;
 mod leases;
 mod outage;
+mod receiver;
 mod throwaway;
+mod webhooks;

@@ -2,7 +2,6 @@
 //! runs jobs with timeouts, retries and leases.
 
 pub mod builtins;
-mod guarded_dns;
 pub mod handler;
 pub mod runtime;
 

@@ -137,7 +137,7 @@ impl Worker {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
-            .dns_resolver(Arc::new(crate::guarded_dns::GuardedResolver::new(
+            .dns_resolver(Arc::new(conveyor_core::guarded_dns::GuardedResolver::new(
                 cfg.allow_private_targets,
             )))
             .build()

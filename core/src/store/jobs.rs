@@ -5,7 +5,7 @@ use serde_json::Value;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{Store, JOB_FINISHED_CHANNEL};
+use super::{millis, Store, JOB_FINISHED_CHANNEL};
 use crate::model::{Attempt, Job, JobStatus, NewJob};
 
 const JOB_COLUMNS: &str = "id, type, queue, status, priority, payload, result, error, attempts, \
@@ -111,8 +111,17 @@ pub struct Finish {
     pub outcome: &'static str,
 }
 
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+/// Raises the events and callbacks of jobs that just became terminal, in the transaction
+/// that made them so (see `conveyor_jobs_finished` in the migrations).
+async fn raise_finished(tx: &mut Transaction<'_, Postgres>, ids: &[Uuid]) -> sqlx::Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("SELECT conveyor_jobs_finished($1)")
+        .bind(ids)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// Wakes long-polls waiting on these jobs. Sent inside the transaction, so it is delivered
@@ -270,6 +279,7 @@ impl Store {
         match row {
             Some(row) => {
                 notify_finished(&mut tx, &[id]).await?;
+                raise_finished(&mut tx, &[id]).await?;
                 tx.commit().await?;
                 Ok(CancelOutcome::Cancelled(row.into()))
             }
@@ -383,6 +393,7 @@ impl Store {
             .map(|(id, _, _)| *id)
             .collect();
         notify_finished(&mut tx, &terminal).await?;
+        raise_finished(&mut tx, &terminal).await?;
         tx.commit().await?;
         Ok(rows
             .into_iter()
@@ -530,6 +541,7 @@ async fn commit_requeued(
         .map(|(id, _)| *id)
         .collect();
     notify_finished(&mut tx, &dead).await?;
+    raise_finished(&mut tx, &dead).await?;
     tx.commit().await?;
     Ok(rows.len() as u64)
 }

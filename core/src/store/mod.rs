@@ -1,11 +1,15 @@
 //! The PostgreSQL store: the only place that speaks SQL. Every tenant-owned query filters on
 //! `tenant_id`; every transition out of `running` is guarded by the lease token.
 
+mod deliveries;
 mod jobs;
 mod keys;
+mod webhooks;
 
+pub use deliveries::{ClaimLimits, ClaimedDelivery, DeliveryOutcome, HealthRules, NextStep};
 pub use jobs::{CancelOutcome, Claim, ClaimedJob, Finish, InsertOutcome, JobFilter};
 pub use keys::{generate_key, hash_key};
+pub use webhooks::{NewEvent, ResendOutcome};
 
 use sqlx::PgPool;
 
@@ -14,6 +18,14 @@ const MAINTENANCE_LOCK: i64 = 0x636f_6e76_6d61_696e; // "convmain"
 
 /// The channel on which finished job ids are announced (comma-separated), for long-polls.
 pub const JOB_FINISHED_CHANNEL: &str = "conveyor_job_finished";
+
+/// The channel that wakes dispatchers when deliveries are due now (the migration's SQL
+/// functions use the same name).
+pub const DELIVERIES_CHANNEL: &str = "conveyor_deliveries";
+
+fn millis(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
 
 #[derive(Clone)]
 pub struct Store {
@@ -61,7 +73,7 @@ impl Store {
 async fn vacuum_due(conn: &mut sqlx::PgConnection) -> sqlx::Result<Vec<String>> {
     let due: Vec<String> = sqlx::query_scalar(
         "SELECT relname::text FROM pg_stat_user_tables
-         WHERE relname IN ('outbox', 'jobs', 'job_attempts') AND schemaname = current_schema()
+         WHERE relname IN ('outbox', 'jobs', 'job_attempts', 'deliveries', 'delivery_attempts') AND schemaname = current_schema()
            AND n_dead_tup > GREATEST(5000, n_live_tup / 10)",
     )
     .fetch_all(&mut *conn)

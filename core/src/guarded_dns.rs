@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use conveyor_core::urlguard::is_public;
+use crate::urlguard::is_public;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 pub struct GuardedResolver {
