@@ -131,6 +131,8 @@ async fn failed_attempts_are_retried_recorded_and_heal_the_endpoint() {
     rx.set("flaky", Behave::FailFirst(2));
     rx.set("busy", Behave::RetryAfterFirst(2));
     rx.set("gone", Behave::Status(410));
+    rx.set("moved", Behave::Status(301));
+    rx.set("never", Behave::Status(500));
     let app = TestApp::start_with(Roles::ALL, |c| {
         c.webhook_retry_schedule = vec![
             Duration::ZERO,
@@ -144,6 +146,8 @@ async fn failed_attempts_are_retried_recorded_and_heal_the_endpoint() {
         create_endpoint(&app, &rx.url("flaky"), Some(&["order.created"])).await;
     let (busy, _) = create_endpoint(&app, &rx.url("busy"), Some(&["order.created"])).await;
     let (gone, _) = create_endpoint(&app, &rx.url("gone"), Some(&["order.created"])).await;
+    let (moved, _) = create_endpoint(&app, &rx.url("moved"), Some(&["order.created"])).await;
+    let (never, _) = create_endpoint(&app, &rx.url("never"), Some(&["order.created"])).await;
     let ops_types = [
         "endpoint.disabled",
         "delivery.exhausted",
@@ -198,6 +202,34 @@ async fn failed_attempts_are_retried_recorded_and_heal_the_endpoint() {
         rx.received("gone").len(),
         1,
         "a gone endpoint is not retried"
+    );
+
+    // A redirect is a failure, not followed; after the whole schedule (4 attempts) the
+    // delivery has failed and delivery.exhausted says so.
+    for (ep, name) in [(moved, "moved"), (never, "never")] {
+        let d = deliveries(&app, ep).await.remove(0);
+        let d = wait_delivery(&app, d["id"].as_str().unwrap(), 20, status_is("failed")).await;
+        assert_eq!(d["attempt_count"], 4, "{d}");
+        assert_eq!(
+            rx.received(name).len(),
+            4,
+            "{name}: one request per attempt"
+        );
+        let is_ours = |r: &crate::receiver::Received| {
+            r.event_type() == "delivery.exhausted"
+                && r.json()["data"]["endpoint_id"] == ep.to_string()
+        };
+        let ops = rx
+            .wait_until("ops", 20, "delivery.exhausted", |g| g.iter().any(is_ours))
+            .await;
+        let ex = ops.iter().find(|r| is_ours(r)).unwrap().json();
+        assert_eq!(ex["data"]["message_id"], id);
+        assert_eq!(ex["data"]["attempts"], 4);
+    }
+    assert_eq!(
+        deliveries(&app, moved).await[0]["last_status_code"],
+        301,
+        "the redirect was recorded, not followed"
     );
 
     // The endpoints that failed, then succeeded, raise delivery.recovered.

@@ -1,5 +1,6 @@
-//! `conveyor bench`: submits N `echo` jobs over HTTP with C concurrent clients, waits for them
-//! to finish, and reports intake rate, end-to-end rate and submit→finish latency.
+//! `conveyor bench`: in `jobs` mode submits N `echo` jobs over HTTP with C concurrent
+//! clients, waits for them to finish, and reports intake rate, end-to-end rate and
+//! submit→finish latency. In `webhooks` mode see `webhooks.rs`.
 //!
 //! Latency is measured on the server's clock: `finished_at - created_at` of each job (the
 //! commit of its submission to the commit of its outcome), so it covers the outbox, RabbitMQ,
@@ -21,16 +22,31 @@ use uuid::Uuid;
 
 use crate::app::{self, Roles};
 
+mod webhooks;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    Jobs,
+    Webhooks,
+}
+
 #[derive(Debug, Args)]
 pub struct BenchArgs {
+    /// What to measure: jobs (submit→finish) or webhooks (publish→received, fanned out).
+    #[arg(long, value_enum, default_value = "jobs")]
+    pub mode: Mode,
+    /// Webhooks mode: endpoints every event fans out to (all on a receiver in this process).
+    #[arg(long, default_value_t = 4)]
+    pub endpoints: usize,
     /// Base URL of a running Conveyor.
     #[arg(long, env = "CONVEYOR_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
-    /// API key with jobs:write and jobs:read. Without one, a key for tenant `bench` is made
-    /// directly in the database (DATABASE_URL).
+    /// API key with jobs:write and jobs:read (webhooks:write and webhooks:read in webhooks
+    /// mode). Without one, a key for tenant `bench` is made directly in the database
+    /// (DATABASE_URL).
     #[arg(long, env = "CONVEYOR_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// Jobs to submit.
+    /// Jobs (or events) to submit.
     #[arg(short = 'n', long, default_value_t = 20_000)]
     pub jobs: usize,
     /// Concurrent HTTP clients.
@@ -59,8 +75,12 @@ struct Sample {
     status: JobStatus,
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     let mut url = args.url.trim_end_matches('/').to_owned();
+    if args.mode == Mode::Webhooks {
+        // The receiver is local: a Conveyor started here must be allowed to call it.
+        args.config.allow_private_targets = true;
+    }
     let running = if args.start {
         let r = app::start(
             args.config.clone(),
@@ -78,9 +98,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         None => {
             let store = Store::new(db::connect_and_migrate(&args.config.database_url, 1).await?);
             let tenant = store.ensure_tenant("bench").await?;
-            store
-                .create_key(tenant, &[Scope::JobsWrite, Scope::JobsRead])
-                .await?
+            let scopes = match args.mode {
+                Mode::Jobs => [Scope::JobsWrite, Scope::JobsRead],
+                Mode::Webhooks => [Scope::WebhooksWrite, Scope::WebhooksRead],
+            };
+            store.create_key(tenant, &scopes).await?
         }
     };
     let client = reqwest::Client::builder()
@@ -97,6 +119,34 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "{url}/readyz answered {}",
         ready.status()
     );
+    let report = match args.mode {
+        Mode::Jobs => run_jobs(&args, &client, &url, &key).await,
+        Mode::Webhooks => webhooks::run(&args, &client, &url, &key).await,
+    };
+    if let Some(r) = running {
+        r.stop().await?;
+    }
+    let report = report?;
+    if !args.json {
+        report.print_table();
+    }
+    println!("{}", report.json());
+    anyhow::ensure!(
+        report.failed == 0,
+        "{} {} did not succeed",
+        report.failed,
+        report.unit
+    );
+    Ok(())
+}
+
+async fn run_jobs(
+    args: &BenchArgs,
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+) -> anyhow::Result<Report> {
+    let (url, key) = (url.to_owned(), key.to_owned());
 
     // Submit.
     let ids = Arc::new(std::sync::Mutex::new(Vec::with_capacity(args.jobs)));
@@ -188,22 +238,38 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     while let Some(r) = waiters.join_next().await {
         r??;
     }
-    if let Some(r) = running {
-        r.stop().await?;
-    }
-
     let samples = std::mem::take(&mut *samples.lock().unwrap());
-    let report = Report::from_samples(&args, submit_secs, &samples);
-    if !args.json {
-        report.print_table();
-    }
-    println!("{}", report.json());
-    anyhow::ensure!(report.failed == 0, "{} jobs did not succeed", report.failed);
-    Ok(())
+    let latencies: Vec<f64> = samples
+        .iter()
+        .map(|s| s.finished_ms - s.created_ms)
+        .collect();
+    let first = samples
+        .iter()
+        .map(|s| s.created_ms)
+        .fold(f64::INFINITY, f64::min);
+    let last = samples
+        .iter()
+        .map(|s| s.finished_ms)
+        .fold(f64::NEG_INFINITY, f64::max);
+    Ok(Report::new(
+        args,
+        "jobs",
+        samples.len() as f64 / submit_secs.max(1e-9),
+        (last - first) / 1000.0,
+        latencies,
+        samples
+            .iter()
+            .filter(|s| s.status != JobStatus::Succeeded)
+            .count(),
+    ))
 }
 
-struct Report {
+pub(crate) struct Report {
+    mode: Mode,
+    /// What was counted end to end: jobs, or deliveries.
+    unit: &'static str,
     n: usize,
+    endpoints: usize,
     concurrency: usize,
     rate: u64,
     intake_per_s: f64,
@@ -216,42 +282,50 @@ struct Report {
 }
 
 impl Report {
-    fn from_samples(args: &BenchArgs, submit_secs: f64, samples: &[Sample]) -> Self {
-        let mut lat: Vec<f64> = samples
-            .iter()
-            .map(|s| s.finished_ms - s.created_ms)
-            .collect();
-        lat.sort_by(f64::total_cmp);
-        let first = samples
-            .iter()
-            .map(|s| s.created_ms)
-            .fold(f64::INFINITY, f64::min);
-        let last = samples
-            .iter()
-            .map(|s| s.finished_ms)
-            .fold(f64::NEG_INFINITY, f64::max);
-        let span_s = ((last - first) / 1000.0).max(1e-9);
+    /// `latencies` in ms, one per unit; `span_s` from the first submission to the last unit
+    /// done.
+    pub(crate) fn new(
+        args: &BenchArgs,
+        unit: &'static str,
+        intake_per_s: f64,
+        span_s: f64,
+        mut latencies: Vec<f64>,
+        failed: usize,
+    ) -> Self {
+        latencies.sort_by(f64::total_cmp);
         Report {
-            n: samples.len(),
+            mode: args.mode,
+            unit,
+            n: latencies.len(),
+            endpoints: args.endpoints,
             concurrency: args.concurrency,
             rate: args.rate,
-            intake_per_s: samples.len() as f64 / submit_secs.max(1e-9),
-            e2e_per_s: samples.len() as f64 / span_s,
-            p50: percentile(&lat, 0.50),
-            p95: percentile(&lat, 0.95),
-            p99: percentile(&lat, 0.99),
-            max: lat.last().copied().unwrap_or(0.0),
-            failed: samples
-                .iter()
-                .filter(|s| s.status != JobStatus::Succeeded)
-                .count(),
+            intake_per_s,
+            e2e_per_s: latencies.len() as f64 / span_s.max(1e-9),
+            p50: percentile(&latencies, 0.50),
+            p95: percentile(&latencies, 0.95),
+            p99: percentile(&latencies, 0.99),
+            max: latencies.last().copied().unwrap_or(0.0),
+            failed,
         }
     }
 
     fn print_table(&self) {
+        let what = match self.mode {
+            Mode::Jobs => format!("{} echo jobs", self.n),
+            Mode::Webhooks => format!(
+                "{} deliveries ({} events x {} endpoints)",
+                self.n,
+                self.n / self.endpoints.max(1),
+                self.endpoints
+            ),
+        };
+        let (intake_unit, latency) = match self.mode {
+            Mode::Jobs => ("jobs/s", "submit→finish"),
+            Mode::Webhooks => ("events/s", "publish→received"),
+        };
         println!(
-            "conveyor bench: {} echo jobs, {} clients, offered rate {}",
-            self.n,
+            "conveyor bench: {what}, {} clients, offered rate {}",
             self.concurrency,
             if self.rate == 0 {
                 "unlimited".to_owned()
@@ -260,28 +334,39 @@ impl Report {
             }
         );
         println!(
-            "  {:<28} {:>10.0} jobs/s",
+            "  {:<28} {:>10.0} {intake_unit}",
             "intake (accepted)", self.intake_per_s
         );
         println!(
-            "  {:<28} {:>10.0} jobs/s",
-            "end to end (finished)", self.e2e_per_s
+            "  {:<28} {:>10.0} {}/s",
+            "end to end", self.e2e_per_s, self.unit
         );
-        println!("  {:<28} {:>10.1} ms", "submit→finish p50", self.p50);
-        println!("  {:<28} {:>10.1} ms", "submit→finish p95", self.p95);
-        println!("  {:<28} {:>10.1} ms", "submit→finish p99", self.p99);
-        println!("  {:<28} {:>10.1} ms", "submit→finish max", self.max);
+        for (q, v) in [
+            ("p50", self.p50),
+            ("p95", self.p95),
+            ("p99", self.p99),
+            ("max", self.max),
+        ] {
+            println!("  {:<28} {:>10.1} ms", format!("{latency} {q}"), v);
+        }
         println!("  {:<28} {:>10}", "not succeeded", self.failed);
     }
 
     fn json(&self) -> String {
-        json!({
-            "mode": "jobs", "n": self.n, "concurrency": self.concurrency, "rate": self.rate,
+        let mode = match self.mode {
+            Mode::Jobs => "jobs",
+            Mode::Webhooks => "webhooks",
+        };
+        let mut out = json!({
+            "mode": mode, "n": self.n, "concurrency": self.concurrency, "rate": self.rate,
             "intake_per_s": round1(self.intake_per_s), "e2e_per_s": round1(self.e2e_per_s),
             "p50_ms": round1(self.p50), "p95_ms": round1(self.p95), "p99_ms": round1(self.p99),
             "max_ms": round1(self.max), "failed": self.failed,
-        })
-        .to_string()
+        });
+        if self.mode == Mode::Webhooks {
+            out["endpoints"] = json!(self.endpoints);
+        }
+        out.to_string()
     }
 }
 

@@ -1,0 +1,199 @@
+//! `conveyor bench --mode webhooks`: a receiver in this process on 127.0.0.1, E endpoints on
+//! it subscribed to one event type of this run, N events published over HTTP by C clients.
+//! Reports deliveries received per second and publish→received latency of each delivery,
+//! measured on this process's monotonic clock (from the start of the publishing request to
+//! the arrival at the receiver), so it covers the intake, the fan-out, the claim, the signed
+//! POST and nothing of the clocks of other machines.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{
+    extract::{Path, State},
+    http::HeaderMap,
+    routing::post,
+    Router,
+};
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use super::{BenchArgs, Report};
+
+#[derive(Default)]
+struct Arrivals {
+    /// (webhook-id, endpoint, arrival) of every request received.
+    got: Mutex<Vec<(String, String, Instant)>>,
+    count: AtomicUsize,
+    changed: Notify,
+}
+
+async fn receive(
+    State(a): State<Arc<Arrivals>>,
+    Path(endpoint): Path<String>,
+    headers: HeaderMap,
+) -> &'static str {
+    let id = headers
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    a.got.lock().unwrap().push((id, endpoint, Instant::now()));
+    a.count.fetch_add(1, Ordering::Relaxed);
+    a.changed.notify_one();
+    "ok"
+}
+
+pub(super) async fn run(
+    args: &BenchArgs,
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+) -> anyhow::Result<Report> {
+    let arrivals = Arc::new(Arrivals::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let receiver = format!("http://{}", listener.local_addr()?);
+    let app = Router::new()
+        .route("/{endpoint}", post(receive))
+        .with_state(arrivals.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // An event type of this run only: endpoints left by an earlier, interrupted run get none.
+    let event_type = format!("bench.tick.{}", Uuid::new_v4().simple());
+    let mut endpoints = Vec::new();
+    let result = async {
+        for e in 0..args.endpoints.max(1) {
+            let resp = client
+                .post(format!("{url}/v1/endpoints"))
+                .bearer_auth(key)
+                .json(
+                    &json!({"url": format!("{receiver}/{e}"), "event_types": [event_type],
+                              "description": "conveyor bench"}),
+                )
+                .send()
+                .await?;
+            let status = resp.status();
+            let body: Value = resp.json().await.unwrap_or_default();
+            anyhow::ensure!(
+                status.as_u16() == 201,
+                "creating an endpoint answered {status}: {body} (the server must run with \
+                 CONVEYOR_ALLOW_PRIVATE_TARGETS=true to call the bench's local receiver)"
+            );
+            endpoints.push(body["id"].as_str().unwrap_or_default().to_owned());
+        }
+        publish_and_wait(
+            args,
+            client,
+            url,
+            key,
+            &event_type,
+            &arrivals,
+            endpoints.len(),
+        )
+        .await
+    }
+    .await;
+    for id in &endpoints {
+        let _ = client
+            .delete(format!("{url}/v1/endpoints/{id}"))
+            .bearer_auth(key)
+            .send()
+            .await;
+    }
+    server.abort();
+    result
+}
+
+async fn publish_and_wait(
+    args: &BenchArgs,
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    event_type: &str,
+    arrivals: &Arrivals,
+    endpoints: usize,
+) -> anyhow::Result<Report> {
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..args.concurrency.max(1) {
+        let (client, url, key, sent, next) = (
+            client.clone(),
+            url.to_owned(),
+            key.to_owned(),
+            sent.clone(),
+            next.clone(),
+        );
+        let (n, rate, event_type) = (args.jobs, args.rate, event_type.to_owned());
+        clients.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                if rate > 0 {
+                    let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let at = Instant::now();
+                let resp = client
+                    .post(format!("{url}/v1/events"))
+                    .bearer_auth(&key)
+                    .json(&json!({"type": event_type, "payload": {"i": i}}))
+                    .send()
+                    .await?;
+                anyhow::ensure!(
+                    resp.status().as_u16() == 202,
+                    "publish answered {}",
+                    resp.status()
+                );
+                let body: Value = resp.json().await?;
+                let id = body["id"].as_str().unwrap_or_default().to_owned();
+                sent.lock().unwrap().insert(id, at);
+            }
+        });
+    }
+    while let Some(r) = clients.join_next().await {
+        r??;
+    }
+    let publish_secs = started.elapsed().as_secs_f64();
+
+    // Wait for every delivery: a generous bound, then whatever arrived is reported.
+    let want = args.jobs * endpoints;
+    let deadline = Instant::now() + Duration::from_secs(60) + Duration::from_millis(want as u64);
+    while arrivals.count.load(Ordering::Relaxed) < want {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let _ = tokio::time::timeout(left, arrivals.changed.notified()).await;
+    }
+    let sent = sent.lock().unwrap();
+    let got = arrivals.got.lock().unwrap();
+    // Receivers deduplicate on webhook-id: a redelivery counts once, at its first arrival.
+    let mut first: HashMap<(&str, &str), Instant> = HashMap::new();
+    for (id, endpoint, at) in got.iter() {
+        first.entry((id.as_str(), endpoint.as_str())).or_insert(*at);
+    }
+    let latencies: Vec<f64> = first
+        .iter()
+        .filter_map(|((id, _), at)| sent.get(*id).map(|s| (*at - *s).as_secs_f64() * 1000.0))
+        .collect();
+    let last = first.values().max().copied().unwrap_or(started);
+    let missing = want.saturating_sub(latencies.len());
+    Ok(Report::new(
+        args,
+        "deliveries",
+        args.jobs as f64 / publish_secs.max(1e-9),
+        (last - started).as_secs_f64(),
+        latencies,
+        missing,
+    ))
+}
