@@ -80,8 +80,11 @@ CREATE TABLE deliveries (
     kind              text NOT NULL CHECK (kind IN ('webhook', 'callback')),
     endpoint_id       uuid REFERENCES endpoints(id) ON DELETE CASCADE,
     url               text,             -- a callback's URL; webhooks use their endpoint's
+    -- `parked`: due, but its endpoint had no room (busy, rate-limited, circuit open) when a
+    -- claim came across it. Parked rows wait in their endpoint's own queue, out of the
+    -- time-ordered one, so a large backlog for one endpoint costs the others nothing.
     status            text NOT NULL DEFAULT 'pending'
-                        CHECK (status IN ('pending', 'delivering', 'succeeded', 'failed')),
+                        CHECK (status IN ('pending', 'parked', 'delivering', 'succeeded', 'failed')),
     attempts          integer NOT NULL DEFAULT 0,
     max_attempts      integer,          -- NULL: the retry schedule's length
     next_attempt_at   timestamptz NOT NULL DEFAULT now(),
@@ -94,6 +97,7 @@ CREATE TABLE deliveries (
     CHECK ((kind = 'webhook' AND endpoint_id IS NOT NULL) OR (kind = 'callback' AND url IS NOT NULL))
 );
 CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX deliveries_parked ON deliveries (endpoint_id, next_attempt_at) WHERE status = 'parked';
 CREATE INDEX deliveries_in_flight ON deliveries (endpoint_id) WHERE status = 'delivering';
 CREATE INDEX deliveries_endpoint ON deliveries (endpoint_id, id DESC);
 CREATE INDEX deliveries_message ON deliveries (message_id);

@@ -1,7 +1,7 @@
 //! Outages of RabbitMQ and PostgreSQL, each on a throwaway server of the test's own (never the
 //! shared one): no accepted job is lost, and work resumes when the server is back.
 
-use std::time::Duration;
+use std::{collections::HashSet, time::Duration};
 
 use conveyor::app::Roles;
 use conveyor_core::JobStatus;
@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::{
     harness::{echo, TestApp},
+    receiver::{Behave, Receiver},
     throwaway::{ThrowawayPostgres, ThrowawayRabbit},
 };
 
@@ -145,5 +146,74 @@ async fn a_job_whose_message_rabbitmq_lost_is_published_again() {
     assert_eq!(done.status, JobStatus::Succeeded);
     assert_eq!(done.attempts, 1);
     worker.stop().await.unwrap();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn webhook_deliveries_survive_a_postgresql_outage() {
+    let pg = ThrowawayPostgres::new();
+    pg.start();
+    let rx = Receiver::start().await;
+    rx.set("hook", Behave::Sleep(Duration::from_millis(200)));
+    let app = TestApp::start_with(Roles::ALL, |c| {
+        c.database_url = pg.url("conveyor");
+        c.endpoint_concurrency = 8;
+    })
+    .await;
+    let (status, ep) = app
+        .post("/v1/endpoints", &json!({"url": rx.url("hook")}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{ep}");
+    let mut ids = HashSet::new();
+    for i in 0..40 {
+        let (status, body) = app
+            .post("/v1/events", &json!({"type": "tick", "payload": {"i": i}}))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        ids.insert(body["id"].as_str().unwrap().to_owned());
+    }
+    // Cut PostgreSQL while deliveries are being claimed, sent and recorded.
+    rx.wait_for("hook", 5, 30).await;
+    pg.stop();
+    let (status, _) = app
+        .post(
+            "/v1/events",
+            &json!({"type": "tick", "payload": "while down"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    pg.start();
+
+    // Every event arrives (at least once), and every delivery ends succeeded with exactly one
+    // successful attempt recorded: outcomes that could not be recorded were retried, not lost.
+    rx.wait_until("hook", 90, "every event", |g| {
+        g.iter().map(|r| r.id.clone()).collect::<HashSet<_>>() == ids
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let open: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status <> 'succeeded'")
+                .fetch_one(app.store.pool())
+                .await
+                .unwrap_or(-1);
+        if open == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{open} deliveries not succeeded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let doubled: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT delivery_id FROM delivery_attempts
+           WHERE status_code = 200 GROUP BY delivery_id HAVING count(*) > 1) x",
+    )
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(doubled, 0, "a delivery recorded two successes");
     app.stop().await;
 }

@@ -581,6 +581,12 @@ async fn a_slow_endpoint_does_not_delay_a_healthy_one() {
         slow_max <= 8,
         "slow endpoint had {slow_max} requests in flight"
     );
+    // Its backlog was parked in its own queue, out of the way of later claims.
+    let parked: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'parked'")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert!(parked > 0, "the slow endpoint's backlog was not parked");
     let mut latencies: Vec<Duration> = got.iter().map(|r| r.at - sent_at[&r.id]).collect();
     latencies.sort();
     println!(

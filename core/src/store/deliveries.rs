@@ -93,7 +93,9 @@ pub struct HealthRules {
 impl Store {
     /// Claims up to `limit` due deliveries of one lane (first attempts, or retries), keeping
     /// every endpoint within its concurrency, rate limit and circuit. Deliveries of an endpoint
-    /// with no room are skipped, not waited on, so they never hold up other endpoints.
+    /// with no room are parked (taken out of the time-ordered queue into their endpoint's own),
+    /// not waited on, so they never hold up other endpoints; they are claimed from there, oldest
+    /// first, once their endpoint has room again.
     pub async fn claim_deliveries(
         &self,
         first_attempts: bool,
@@ -107,47 +109,62 @@ impl Store {
             .await?;
         // This statement's snapshot is taken after the lock: it sees every earlier claim.
         let rows: Vec<ClaimedDelivery> = sqlx::query_as(
-            "WITH inflight AS (
+            "WITH RECURSIVE
+             -- Endpoints with parked deliveries (a loose index scan: one probe per endpoint).
+             parked_eps(id) AS (
+               (SELECT endpoint_id FROM deliveries WHERE status = 'parked'
+                ORDER BY endpoint_id LIMIT 1)
+               UNION ALL
+               SELECT (SELECT d.endpoint_id FROM deliveries d
+                       WHERE d.status = 'parked' AND d.endpoint_id > p.id
+                       ORDER BY d.endpoint_id LIMIT 1)
+               FROM parked_eps p WHERE p.id IS NOT NULL),
+             inflight AS (
                SELECT endpoint_id, count(*)::int AS n FROM deliveries
                WHERE status = 'delivering' AND endpoint_id IS NOT NULL GROUP BY endpoint_id),
-             -- Endpoints without room: their due deliveries are left out of the scan.
-             blocked AS (
-               SELECT endpoint_id AS id FROM inflight WHERE n >= $3
-               UNION
-               SELECT e.id FROM endpoints e LEFT JOIN inflight i ON i.endpoint_id = e.id
-               WHERE (e.rate_limit_per_second IS NOT NULL OR e.consecutive_failures > 0 OR NOT e.enabled)
-                 AND e.enabled
-                 AND (e.circuit_open_until > now()
-                      OR (e.consecutive_failures >= $4 AND COALESCE(i.n, 0) >= 1)
-                      OR (e.rate_limit_per_second IS NOT NULL AND e.rate_tokens
-                          + e.rate_limit_per_second * extract(epoch FROM now() - e.rate_refilled_at) < 1))),
              cand AS (
                SELECT d.id, d.endpoint_id, d.next_attempt_at FROM deliveries d
                WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND (d.attempts = 0) = $1
-                 AND (d.endpoint_id IS NULL OR d.endpoint_id NOT IN (SELECT id FROM blocked))
                ORDER BY d.next_attempt_at LIMIT $2 * 4),
+             -- What each endpoint can take now: its concurrency left (one probe when its
+             -- circuit is half-open, none while open), within its token bucket.
              room AS (
                SELECT e.id, e.enabled,
-                 LEAST(CASE WHEN e.consecutive_failures >= $4 THEN 1 ELSE $3 END - COALESCE(i.n, 0),
+                 LEAST(CASE WHEN e.circuit_open_until > now() THEN 0
+                            WHEN e.consecutive_failures >= $4 THEN 1
+                            ELSE $3 END - COALESCE(i.n, 0),
                        CASE WHEN e.rate_limit_per_second IS NULL THEN 2147483647
                             ELSE floor(LEAST(e.rate_limit_per_second::float8, e.rate_tokens
                               + e.rate_limit_per_second * extract(epoch FROM now() - e.rate_refilled_at)))::int
                        END) AS room
                FROM endpoints e LEFT JOIN inflight i ON i.endpoint_id = e.id
-               WHERE e.id IN (SELECT endpoint_id FROM cand)),
+               WHERE e.id IN (SELECT endpoint_id FROM cand UNION SELECT id FROM parked_eps)),
+             unparked AS (
+               SELECT x.id, x.endpoint_id, x.next_attempt_at
+               FROM room CROSS JOIN LATERAL (
+                 SELECT d.id, d.endpoint_id, d.next_attempt_at FROM deliveries d
+                 WHERE d.status = 'parked' AND d.endpoint_id = room.id AND (d.attempts = 0) = $1
+                 ORDER BY d.next_attempt_at LIMIT room.room) x
+               WHERE room.room > 0 AND room.enabled),
              ranked AS (
                SELECT c.id, c.endpoint_id, c.next_attempt_at,
                  row_number() OVER (PARTITION BY c.endpoint_id ORDER BY c.next_attempt_at, c.id) AS rn
-               FROM cand c),
+               FROM (SELECT * FROM unparked UNION ALL SELECT * FROM cand) c),
              pick AS (
                SELECT r.id FROM ranked r LEFT JOIN room ON room.id = r.endpoint_id
                -- A disabled endpoint's deliveries are taken at once, to be failed unsent.
                WHERE r.endpoint_id IS NULL OR NOT room.enabled OR r.rn <= room.room
                ORDER BY r.next_attempt_at LIMIT $2),
+             -- Due deliveries of endpoints that can take nothing now leave the time-ordered
+             -- queue, so later claims do not walk over them again.
+             park AS (
+               UPDATE deliveries d SET status = 'parked'
+               FROM cand JOIN room ON room.id = cand.endpoint_id
+               WHERE d.id = cand.id AND d.status = 'pending' AND room.enabled AND room.room <= 0),
              claimed AS (
                UPDATE deliveries d SET status = 'delivering', attempts = d.attempts + 1,
                  lease_token = $5, lease_expires_at = now() + $6 * interval '1 millisecond'
-               FROM pick WHERE d.id = pick.id AND d.status = 'pending'
+               FROM pick WHERE d.id = pick.id AND d.status IN ('pending', 'parked')
                RETURNING d.*),
              spent AS (
                UPDATE endpoints e SET rate_refilled_at = now(),

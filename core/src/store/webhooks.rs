@@ -13,8 +13,9 @@ const ENDPOINT_COLUMNS: &str = "id, url, description, event_types, enabled, disa
      rate_limit_per_second, created_at, updated_at";
 
 const DELIVERY_COLUMNS: &str = "d.id, d.message_id, d.kind, d.endpoint_id, d.url, \
-     m.event_type, d.status, d.attempts AS attempt_count, \
-     CASE WHEN d.status = 'pending' THEN d.next_attempt_at END AS next_attempt_at, \
+     m.event_type, CASE WHEN d.status = 'parked' THEN 'pending' ELSE d.status END AS status, \
+     d.attempts AS attempt_count, \
+     CASE WHEN d.status IN ('pending', 'parked') THEN d.next_attempt_at END AS next_attempt_at, \
      d.last_status_code, d.last_error, d.created_at, d.finished_at";
 
 /// An event to publish: its body is the exact JSON text every endpoint will receive.
@@ -235,7 +236,8 @@ impl Store {
         }
         let sql = format!(
             "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN messages m ON m.id = d.message_id
-             WHERE d.tenant_id = $1 AND d.endpoint_id = $2 AND ($3::text IS NULL OR d.status = $3)
+             WHERE d.tenant_id = $1 AND d.endpoint_id = $2
+               AND ($3::text IS NULL OR d.status = $3 OR ($3 = 'pending' AND d.status = 'parked'))
                AND ($4::uuid IS NULL OR d.id < $4)
              ORDER BY d.id DESC LIMIT $5"
         );
@@ -291,7 +293,7 @@ impl Store {
         .await?;
         let outcome = match row {
             None => ResendOutcome::NotFound,
-            Some((status, _)) if status == "pending" || status == "delivering" => {
+            Some((status, _)) if matches!(status.as_str(), "pending" | "parked" | "delivering") => {
                 ResendOutcome::InProgress
             }
             Some((_, Some(false))) => ResendOutcome::EndpointDisabled,
@@ -373,7 +375,7 @@ pub(super) async fn fail_pending_of(
 ) -> sqlx::Result<u64> {
     let done = sqlx::query(
         "UPDATE deliveries SET status = 'failed', last_error = $2, finished_at = now()
-         WHERE endpoint_id = ANY ($1) AND status = 'pending'",
+         WHERE endpoint_id = ANY ($1) AND status IN ('pending', 'parked')",
     )
     .bind(endpoint_ids)
     .bind(reason)
