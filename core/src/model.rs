@@ -85,7 +85,7 @@ pub struct Job {
 }
 
 /// One run of a job (API.md "attempts").
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Attempt {
     pub attempt: i32,
     pub started_at: DateTime<Utc>,

@@ -225,34 +225,14 @@ impl Store {
         if exists.is_none() {
             return Ok(None);
         }
-        let rows: Vec<(
-            i32,
-            DateTime<Utc>,
-            Option<DateTime<Utc>>,
-            String,
-            Option<String>,
-            String,
-        )> = sqlx::query_as(
+        let attempts = sqlx::query_as(
             "SELECT attempt, started_at, finished_at, outcome, error, worker
                  FROM job_attempts WHERE job_id = $1 ORDER BY attempt",
         )
         .bind(id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(Some(
-            rows.into_iter()
-                .map(
-                    |(attempt, started_at, finished_at, outcome, error, worker)| Attempt {
-                        attempt,
-                        started_at,
-                        finished_at,
-                        outcome,
-                        error,
-                        worker,
-                    },
-                )
-                .collect(),
-        ))
+        Ok(Some(attempts))
     }
 
     /// Cancels a job that is not terminal. A running job's worker loses its lease: its result
@@ -623,7 +603,9 @@ async fn insert_on(
         .iter()
         .filter(|(_, j)| !created.contains_key(&j.id))
         .collect();
-    let mut holders: HashMap<(Uuid, String), (Job, Option<Vec<u8>>)> = HashMap::new();
+    // (tenant, key) → the job holding it, with its request hash.
+    type Holders = HashMap<(Uuid, String), (Job, Option<Vec<u8>>)>;
+    let mut holders: Holders = HashMap::new();
     if !taken.is_empty() {
         #[derive(sqlx::FromRow)]
         struct Holder {
