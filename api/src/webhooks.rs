@@ -33,6 +33,9 @@ const MAX_EVENT_TYPES: usize = 100;
 const MAX_RATE_LIMIT: i64 = 100_000;
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 200;
+/// The largest event body: every endpoint gets a copy, and a dispatcher holds a claim's
+/// worth of them in memory.
+const MAX_EVENT_BYTES: usize = 1024 * 1024;
 const DELIVERY_STATUSES: [&str; 4] = ["pending", "delivering", "succeeded", "failed"];
 
 pub fn router() -> Router<AppState> {
@@ -406,7 +409,14 @@ fn parse_event(body: &Value) -> Result<(String, String), Vec<FieldError>> {
                 Value::String(Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)),
             );
             envelope.insert("data".into(), data.clone());
-            Ok((t, Value::Object(envelope).to_string()))
+            let body = Value::Object(envelope).to_string();
+            if body.len() > MAX_EVENT_BYTES {
+                return Err(vec![FieldError::new(
+                    "payload",
+                    format!("too large: an event body is at most {MAX_EVENT_BYTES} bytes"),
+                )]);
+            }
+            Ok((t, body))
         }
         _ => Err(errs),
     }
@@ -508,6 +518,9 @@ mod tests {
         assert_eq!(fields, ["extra", "type", "payload"]);
         assert!(parse_event(&json!({"type": "Bad Type", "payload": null})).is_err());
         assert!(parse_event(&json!([1])).is_err());
+        let big = "x".repeat(MAX_EVENT_BYTES);
+        let errs = parse_event(&json!({"type": "a", "payload": big})).unwrap_err();
+        assert_eq!(errs[0].field, "payload");
     }
 
     #[tokio::test]

@@ -32,6 +32,8 @@ pub enum Behave {
     Sleep(Duration),
     /// 429 with `Retry-After: secs` on the first request of each webhook-id, then 200.
     RetryAfterFirst(u64),
+    /// 500 at once on the first request of each webhook-id; later ones sleep, then 200.
+    FailThenSleep(Duration),
 }
 
 #[derive(Clone, Debug)]
@@ -191,6 +193,13 @@ async fn handle(
         )
             .into_response(),
         Behave::RetryAfterFirst(_) => (StatusCode::OK, "ok").into_response(),
+        Behave::FailThenSleep(_) if try_no == 1 => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "not yet").into_response()
+        }
+        Behave::FailThenSleep(d) => {
+            tokio::time::sleep(d).await;
+            (StatusCode::OK, "slept").into_response()
+        }
     };
     let mut paths = r.paths.lock().unwrap();
     let p = paths.get_mut(&name).unwrap();

@@ -599,6 +599,38 @@ async fn a_slow_endpoint_does_not_delay_a_healthy_one() {
 }
 
 #[tokio::test]
+async fn retries_have_a_lane_of_their_own() {
+    let rx = Receiver::start().await;
+    rx.set("stuck", Behave::FailThenSleep(Duration::from_secs(10)));
+    let app = TestApp::start_with(Roles::ALL, |c| {
+        c.webhook_retry_schedule = vec![Duration::ZERO, Duration::from_millis(50)];
+        c.dispatcher_concurrency = 4;
+        c.dispatcher_retry_concurrency = 2;
+        c.circuit_threshold = 1000;
+    })
+    .await;
+    create_endpoint(&app, &rx.url("stuck"), Some(&["a"])).await;
+    create_endpoint(&app, &rx.url("fresh"), Some(&["b"])).await;
+    // Ten first attempts fail fast; their ten retries hang for 10 s each.
+    for i in 0..10 {
+        publish(&app, "a", json!(i)).await;
+    }
+    rx.wait_for("stuck", 12, 20).await; // 10 first attempts and the first retries
+    for i in 0..20 {
+        publish(&app, "b", json!(i)).await;
+    }
+    // Fresh events go out on the first-attempt lane while every retry slot hangs: with one
+    // shared pool of 6 the hanging retries would have taken it all.
+    rx.wait_for("fresh", 20, 8).await;
+    let (done, max) = rx.completed_and_max_in_flight("stuck");
+    assert_eq!(done, 10, "only the ten quick first attempts were answered");
+    assert!(max <= 2 + 4, "{max}");
+    let hanging = rx.received("stuck").len() - 10;
+    assert_eq!(hanging, 2, "retries in flight are bounded by their lane");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_killed_dispatcher_loses_no_delivery() {
     let rx = Receiver::start().await;
     rx.set("hook", Behave::Sleep(Duration::from_millis(300)));
