@@ -96,7 +96,9 @@ CREATE TABLE deliveries (
     finished_at       timestamptz,
     CHECK ((kind = 'webhook' AND endpoint_id IS NOT NULL) OR (kind = 'callback' AND url IS NOT NULL))
 );
-CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pending';
+-- One time-ordered queue per lane, so neither lane's claims walk over the other's backlog.
+CREATE INDEX deliveries_due_first ON deliveries (next_attempt_at) WHERE status = 'pending' AND attempts = 0;
+CREATE INDEX deliveries_due_retry ON deliveries (next_attempt_at) WHERE status = 'pending' AND attempts > 0;
 CREATE INDEX deliveries_parked ON deliveries (endpoint_id, next_attempt_at) WHERE status = 'parked';
 CREATE INDEX deliveries_in_flight ON deliveries (endpoint_id) WHERE status = 'delivering';
 CREATE INDEX deliveries_endpoint ON deliveries (endpoint_id, id DESC);

@@ -109,7 +109,9 @@ impl Store {
             .await?;
         index_scans_only(&mut tx).await?;
         // This statement's snapshot is taken after the lock: it sees every earlier claim.
-        let rows: Vec<ClaimedDelivery> = sqlx::query_as(
+        // Each lane has its own partial index; the condition must be literal to match it.
+        let lane = if first_attempts { "= 0" } else { "> 0" };
+        let sql = format!(
             "WITH RECURSIVE
              -- Endpoints with parked deliveries (a loose index scan: one probe per endpoint).
              parked_eps(id) AS (
@@ -125,15 +127,15 @@ impl Store {
                WHERE status = 'delivering' AND endpoint_id IS NOT NULL GROUP BY endpoint_id),
              cand AS (
                SELECT d.id, d.endpoint_id, d.next_attempt_at FROM deliveries d
-               WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND (d.attempts = 0) = $1
-               ORDER BY d.next_attempt_at LIMIT $2 * 4),
+               WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND d.attempts {lane}
+               ORDER BY d.next_attempt_at LIMIT $1 * 4),
              -- What each endpoint can take now: its concurrency left (one probe when its
              -- circuit is half-open, none while open), within its token bucket.
              room AS (
                SELECT e.id, e.enabled,
                  LEAST(CASE WHEN e.circuit_open_until > now() THEN 0
-                            WHEN e.consecutive_failures >= $4 THEN 1
-                            ELSE $3 END - COALESCE(i.n, 0),
+                            WHEN e.consecutive_failures >= $3 THEN 1
+                            ELSE $2 END - COALESCE(i.n, 0),
                        CASE WHEN e.rate_limit_per_second IS NULL THEN 2147483647
                             ELSE floor(LEAST(e.rate_limit_per_second::float8, e.rate_tokens
                               + e.rate_limit_per_second * extract(epoch FROM now() - e.rate_refilled_at)))::int
@@ -144,7 +146,7 @@ impl Store {
                SELECT x.id, x.endpoint_id, x.next_attempt_at
                FROM room CROSS JOIN LATERAL (
                  SELECT d.id, d.endpoint_id, d.next_attempt_at FROM deliveries d
-                 WHERE d.status = 'parked' AND d.endpoint_id = room.id AND (d.attempts = 0) = $1
+                 WHERE d.status = 'parked' AND d.endpoint_id = room.id AND d.attempts {lane}
                  ORDER BY d.next_attempt_at LIMIT room.room) x
                WHERE room.room > 0 AND room.enabled),
              ranked AS (
@@ -155,7 +157,7 @@ impl Store {
                SELECT r.id FROM ranked r LEFT JOIN room ON room.id = r.endpoint_id
                -- A disabled endpoint's deliveries are taken at once, to be failed unsent.
                WHERE r.endpoint_id IS NULL OR NOT room.enabled OR r.rn <= room.room
-               ORDER BY r.next_attempt_at LIMIT $2),
+               ORDER BY r.next_attempt_at LIMIT $1),
              -- Due deliveries of endpoints that can take nothing now leave the time-ordered
              -- queue, so later claims do not walk over them again.
              park AS (
@@ -166,7 +168,7 @@ impl Store {
                  AND d.status = 'pending'),
              claimed AS (
                UPDATE deliveries d SET status = 'delivering', attempts = d.attempts + 1,
-                 lease_token = $5, lease_expires_at = now() + $6 * interval '1 millisecond'
+                 lease_token = $4, lease_expires_at = now() + $5 * interval '1 millisecond'
                -- `= ANY (ARRAY(…))`: an index probe per id whatever the statistics say.
                WHERE d.id = ANY (ARRAY(SELECT id FROM pick)) AND d.status IN ('pending', 'parked')
                RETURNING d.*),
@@ -186,16 +188,16 @@ impl Store {
                END AS previous_secret
              FROM claimed c JOIN messages m ON m.id = c.message_id
                JOIN tenants t ON t.id = c.tenant_id
-               LEFT JOIN endpoints e ON e.id = c.endpoint_id",
-        )
-        .bind(first_attempts)
-        .bind(limit)
-        .bind(limits.endpoint_concurrency)
-        .bind(limits.circuit_threshold)
-        .bind(Uuid::new_v4())
-        .bind(millis(limits.lease))
-        .fetch_all(&mut *tx)
-        .await?;
+               LEFT JOIN endpoints e ON e.id = c.endpoint_id"
+        );
+        let rows: Vec<ClaimedDelivery> = sqlx::query_as(&sql)
+            .bind(limit)
+            .bind(limits.endpoint_concurrency)
+            .bind(limits.circuit_threshold)
+            .bind(Uuid::new_v4())
+            .bind(millis(limits.lease))
+            .fetch_all(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(rows)
     }
