@@ -9,18 +9,17 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
-use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use conveyor_core::{
     store::{CancelOutcome, InsertOutcome, JobFilter},
     Job, JobStatus, NewJob, Scope,
 };
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
-use uuid::Uuid;
 
 use crate::{
     auth::Auth,
     extract::{JsonBody, PathId, QueryPairs},
+    paging::{page, paging},
     problem::{ApiResult, FieldError, Problem},
     validate::{parse_job, JobRules},
     AppState,
@@ -31,8 +30,6 @@ const MAX_WAIT_SECONDS: u64 = 60;
 /// A long-poll re-reads its job this often even without a notification, in case one was
 /// missed while the listener reconnected.
 const RECHECK: Duration = Duration::from_secs(5);
-const DEFAULT_LIMIT: i64 = 50;
-const MAX_LIMIT: i64 = 200;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -43,7 +40,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/jobs/{id}/cancel", post(cancel))
 }
 
-fn rules(state: &AppState) -> JobRules<'_> {
+pub(crate) fn rules(state: &AppState) -> JobRules<'_> {
     JobRules {
         catalog: &state.catalog,
         allow_private_targets: state.allow_private_targets,
@@ -239,53 +236,28 @@ async fn list(
 ) -> ApiResult<Json<Value>> {
     let p = auth.require(Scope::JobsRead)?;
     let mut filter = JobFilter::default();
-    let mut limit = DEFAULT_LIMIT;
-    let mut before = None;
-    let mut errors = Vec::new();
-    for (k, v) in &q {
-        match k.as_str() {
+    let (limit, before) = paging(&q, |k, v| {
+        let bad = |message: &str| Some(Err(FieldError::new(k, message)));
+        match k {
             "status" => match JobStatus::parse(v) {
                 Some(s) => filter.status = Some(s),
-                None => errors.push(FieldError::new("status", "must be one of scheduled, queued, running, retrying, succeeded, dead, cancelled")),
+                None => return bad("must be one of scheduled, queued, running, retrying, succeeded, dead, cancelled"),
             },
-            "queue" if conveyor_core::model::valid_queue_name(v) => filter.queue = Some(v.clone()),
-            "queue" => errors.push(FieldError::new("queue", "is not a valid queue name")),
-            "type" if !v.is_empty() && v.len() <= 200 && !v.contains('\0') => filter.job_type = Some(v.clone()),
-            "type" => errors.push(FieldError::new("type", "must be 1-200 characters, without NUL")),
-            "limit" => match v.parse::<i64>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => limit = n,
-                _ => errors.push(FieldError::new("limit", format!("must be an integer from 1 to {MAX_LIMIT}"))),
-            },
-            "cursor" => match decode_cursor(v) {
-                Some(id) => before = Some(id),
-                None => errors.push(FieldError::new("cursor", "is not a cursor this API returned")),
-            },
-            other => errors.push(FieldError::new(other, "unknown query parameter")),
+            "queue" if conveyor_core::model::valid_queue_name(v) => filter.queue = Some(v.into()),
+            "queue" => return bad("is not a valid queue name"),
+            "type" if !v.is_empty() && v.len() <= 200 && !v.contains('\0') => {
+                filter.job_type = Some(v.into())
+            }
+            "type" => return bad("must be 1-200 characters, without NUL"),
+            _ => return None,
         }
-    }
-    if !errors.is_empty() {
-        return Err(Problem::bad_query(errors));
-    }
-    let mut jobs = state
+        Some(Ok(()))
+    })?;
+    let jobs = state
         .store
         .list_jobs(p.tenant_id, &filter, before, limit + 1)
         .await?;
-    let next_cursor = if jobs.len() as i64 > limit {
-        jobs.truncate(limit as usize);
-        jobs.last().map(|j| encode_cursor(j.id))
-    } else {
-        None
-    };
-    Ok(Json(json!({ "data": jobs, "next_cursor": next_cursor })))
-}
-
-pub(crate) fn encode_cursor(id: Uuid) -> String {
-    URL_SAFE_NO_PAD.encode(id.as_bytes())
-}
-
-pub(crate) fn decode_cursor(raw: &str) -> Option<Uuid> {
-    let bytes = URL_SAFE_NO_PAD.decode(raw).ok()?;
-    Uuid::from_slice(&bytes).ok()
+    Ok(page(jobs, limit, |j| j.id))
 }
 
 async fn attempts(
@@ -315,18 +287,5 @@ async fn cancel(
             job.status
         ))),
         CancelOutcome::NotFound => Err(Problem::not_found("no such job")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursor_round_trip_and_garbage() {
-        let id = Uuid::now_v7();
-        assert_eq!(decode_cursor(&encode_cursor(id)), Some(id));
-        assert_eq!(decode_cursor("not-a-cursor!"), None);
-        assert_eq!(decode_cursor("AAAA"), None);
     }
 }

@@ -4,7 +4,9 @@
 mod auth;
 mod extract;
 mod jobs;
+mod paging;
 pub mod problem;
+mod schedules;
 mod validate;
 mod waiters;
 mod webhooks;
@@ -115,6 +117,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .merge(jobs::router())
         .merge(webhooks::router())
+        .merge(schedules::router())
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
         .with_state(state)

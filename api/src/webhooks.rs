@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::{
     auth::Auth,
     extract::{JsonBody, PathId, QueryPairs},
-    jobs::{decode_cursor, encode_cursor},
+    paging::{page, paging},
     problem::{ApiResult, FieldError, Problem},
     AppState,
 };
@@ -31,8 +31,6 @@ const MAX_URL_LEN: usize = 2048;
 const MAX_DESCRIPTION_LEN: usize = 1000;
 const MAX_EVENT_TYPES: usize = 100;
 const MAX_RATE_LIMIT: i64 = 100_000;
-const DEFAULT_LIMIT: i64 = 50;
-const MAX_LIMIT: i64 = 200;
 /// The largest event body: every endpoint gets a copy, and a dispatcher holds a claim's
 /// worth of them in memory.
 const MAX_EVENT_BYTES: usize = 1024 * 1024;
@@ -159,55 +157,6 @@ async fn create_endpoint(
     let mut out = serde_json::to_value(&endpoint).expect("an endpoint serialises");
     out["secret"] = Value::String(secret); // shown this once
     Ok((StatusCode::CREATED, Json(out)).into_response())
-}
-
-/// `limit` and `cursor`, plus the extra parameters `extra` accepts.
-fn paging(
-    q: &[(String, String)],
-    mut extra: impl FnMut(&str, &str) -> Option<Result<(), FieldError>>,
-) -> Result<(i64, Option<Uuid>), Problem> {
-    let mut limit = DEFAULT_LIMIT;
-    let mut before = None;
-    let mut errors = Vec::new();
-    for (k, v) in q {
-        match k.as_str() {
-            "limit" => match v.parse::<i64>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => limit = n,
-                _ => errors.push(FieldError::new(
-                    "limit",
-                    format!("must be an integer from 1 to {MAX_LIMIT}"),
-                )),
-            },
-            "cursor" => match decode_cursor(v) {
-                Some(id) => before = Some(id),
-                None => errors.push(FieldError::new(
-                    "cursor",
-                    "is not a cursor this API returned",
-                )),
-            },
-            other => match extra(other, v) {
-                Some(Ok(())) => {}
-                Some(Err(e)) => errors.push(e),
-                None => errors.push(FieldError::new(other, "unknown query parameter")),
-            },
-        }
-    }
-    if errors.is_empty() {
-        Ok((limit, before))
-    } else {
-        Err(Problem::bad_query(errors))
-    }
-}
-
-/// One page: `limit + 1` rows were read, so a full page knows whether another follows.
-fn page<T: serde::Serialize>(mut rows: Vec<T>, limit: i64, id: impl Fn(&T) -> Uuid) -> Json<Value> {
-    let next_cursor = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| encode_cursor(id(r)))
-    } else {
-        None
-    };
-    Json(json!({ "data": rows, "next_cursor": next_cursor }))
 }
 
 async fn list_endpoints(

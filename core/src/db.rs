@@ -34,6 +34,13 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Drops the database (benchmarks that made one of their own).
+pub async fn drop_database(url: &str) -> anyhow::Result<()> {
+    Postgres::force_drop_database(url)
+        .await
+        .context("dropping the database")
+}
+
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
     let options: PgConnectOptions = url.parse().context("parsing DATABASE_URL")?;
     // Statement logging at INFO would print every query; keep it for slow ones only.

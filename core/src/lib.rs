@@ -5,8 +5,10 @@ pub mod batch;
 pub mod broker;
 pub mod catalog;
 pub mod config;
+pub mod cron;
 pub mod db;
 pub mod guarded_dns;
+pub mod instance;
 pub mod model;
 pub mod outbox;
 pub mod retry;
@@ -16,5 +18,5 @@ pub mod urlguard;
 pub mod webhook;
 
 pub use config::Config;
-pub use model::{Job, JobStatus, NewJob, Principal, Scope};
+pub use model::{Job, JobStatus, JobTemplate, NewJob, Principal, Schedule, ScheduleSpec, Scope};
 pub use store::Store;

@@ -115,6 +115,89 @@ pub struct NewJob {
     pub request_hash: Vec<u8>,
 }
 
+/// The job a schedule submits at each tick: a validated submission without its id, time and
+/// idempotency key, kept as JSON in the schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobTemplate {
+    #[serde(rename = "type")]
+    pub job_type: String,
+    pub queue: String,
+    pub priority: i16,
+    pub payload: Value,
+    pub max_attempts: i32,
+    pub timeout_seconds: i32,
+    pub callback_url: Option<String>,
+    pub metadata: Value,
+}
+
+impl JobTemplate {
+    pub fn from_new_job(j: &NewJob) -> Self {
+        Self {
+            job_type: j.job_type.clone(),
+            queue: j.queue.clone(),
+            priority: j.priority,
+            payload: j.payload.clone(),
+            max_attempts: j.max_attempts,
+            timeout_seconds: j.timeout_seconds,
+            callback_url: j.callback_url.clone(),
+            metadata: j.metadata.clone(),
+        }
+    }
+
+    /// A job to run now.
+    pub fn to_new_job(&self) -> NewJob {
+        NewJob {
+            id: Uuid::now_v7(),
+            job_type: self.job_type.clone(),
+            queue: self.queue.clone(),
+            priority: self.priority,
+            payload: self.payload.clone(),
+            run_at: None,
+            max_attempts: self.max_attempts,
+            timeout_seconds: self.timeout_seconds,
+            callback_url: self.callback_url.clone(),
+            metadata: self.metadata.clone(),
+            idempotency_key: None,
+            request_hash: Vec::new(),
+        }
+    }
+}
+
+/// A cron schedule as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Schedule {
+    pub id: Uuid,
+    pub name: String,
+    pub cron: String,
+    pub timezone: String,
+    #[sqlx(json)]
+    pub job: JobTemplate,
+    pub enabled: bool,
+    /// `skip` a tick while the previous run is still going, or `allow` it.
+    pub overlap: String,
+    /// After downtime: `once` (one run for all missed ticks) or `none`.
+    pub catch_up: String,
+    pub next_fire_at: Option<DateTime<Utc>>,
+    pub last_fired_at: Option<DateTime<Utc>>,
+    pub last_job_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A validated schedule (creation, or every field of an update applied).
+#[derive(Debug, Clone)]
+pub struct ScheduleSpec {
+    pub name: String,
+    pub cron: String,
+    pub timezone: String,
+    pub job: JobTemplate,
+    pub enabled: bool,
+    pub overlap: String,
+    pub catch_up: String,
+    /// Computed from `cron` and `timezone` at validation.
+    pub next_fire_at: Option<DateTime<Utc>>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
     JobsWrite,

@@ -1,11 +1,14 @@
-//! Conveyor's scheduler role (first part): promotes due `scheduled` and `retrying` jobs,
-//! rescues `running` jobs whose lease expired, and publishes again jobs queued so long that
-//! their message may have been lost. Every step is a conditional update with `SKIP LOCKED`,
-//! so several schedulers can run at once without doing anything twice.
+//! Conveyor's scheduler role: fires cron schedules (the leader only), promotes due
+//! `scheduled` and `retrying` jobs, rescues `running` jobs whose lease expired, and publishes
+//! again jobs queued so long that their message may have been lost. Apart from cron, every
+//! step is a conditional update with `SKIP LOCKED`, so any number of schedulers share the work
+//! without doing anything twice; cron needs one decider per tick, hence the leader.
+
+mod leader;
 
 use std::{sync::Arc, time::Duration};
 
-use conveyor_core::{outbox::Relay, Store};
+use conveyor_core::{cron::CronSpec, outbox::Relay, Store};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +33,12 @@ impl SchedulerConfig {
         }
     }
 
+    /// A schedule with `catch_up = none` skips a tick later than this: five ticks, at
+    /// least a second.
+    fn misfire_grace(&self) -> Duration {
+        (self.tick * 5).max(Duration::from_secs(1))
+    }
+
     /// Stale jobs are looked for a few times per threshold, at most every 30 s.
     fn sweep_every(&self) -> Duration {
         (self.requeue_stale_after / 4).clamp(self.tick, Duration::from_secs(30))
@@ -40,25 +49,42 @@ pub struct Scheduler {
     store: Store,
     relay: Arc<Relay>,
     cfg: SchedulerConfig,
+    /// Written into every fire, so a fire says which scheduler made it.
+    id: String,
 }
+
+/// Schedules fired per statement batch.
+const FIRE_BATCH: i64 = 100;
 
 impl Scheduler {
     pub fn new(store: Store, relay: Arc<Relay>, cfg: SchedulerConfig) -> Self {
-        Self { store, relay, cfg }
+        Self {
+            store,
+            relay,
+            cfg,
+            id: conveyor_core::instance::instance_id(),
+        }
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        tracing::info!(tick = ?self.cfg.tick, "scheduler started");
+        tracing::info!(tick = ?self.cfg.tick, id = %self.id, "scheduler started");
+        let mut leadership = leader::Leadership::default();
         let mut next_sweep = Instant::now() + self.cfg.sweep_every();
         let mut next_maintenance = Instant::now() + MAINTENANCE_EVERY;
         loop {
-            let busy = match self.tick_once().await {
+            let mut busy = match self.tick_once().await {
                 Ok(moved) => moved >= BATCH as u64,
                 Err(e) => {
                     tracing::warn!(error = %format!("{e:#}"), "scheduler tick failed");
                     false
                 }
             };
+            if leadership.check(&self.store).await {
+                match self.fire_schedules().await {
+                    Ok(n) => busy |= n >= FIRE_BATCH as u64,
+                    Err(e) => tracing::warn!(error = %e, "firing schedules failed"),
+                }
+            }
             if Instant::now() >= next_sweep {
                 next_sweep = Instant::now() + self.cfg.sweep_every();
                 if let Err(e) = self.sweep_stale().await {
@@ -98,6 +124,29 @@ impl Scheduler {
             self.relay.kick();
         }
         Ok(promoted.max(rescued))
+    }
+
+    /// Fires due cron ticks (the leader only); returns how many schedules were handled.
+    async fn fire_schedules(&self) -> sqlx::Result<u64> {
+        let pass = self
+            .store
+            .fire_due_schedules(
+                &self.id,
+                FIRE_BATCH,
+                self.cfg.misfire_grace(),
+                |cron, tz, after| {
+                    // Validated when the schedule was written; one that no longer parses stops.
+                    CronSpec::parse(cron, tz).ok()?.next_after(after)
+                },
+            )
+            .await?;
+        if pass.fired > 0 {
+            self.relay.kick();
+        }
+        if pass.skipped > 0 {
+            tracing::info!(skipped = pass.skipped, "skipped cron ticks by policy");
+        }
+        Ok(pass.fired + pass.skipped)
     }
 
     async fn sweep_stale(&self) -> sqlx::Result<()> {

@@ -22,22 +22,33 @@ use uuid::Uuid;
 
 use crate::app::{self, Roles};
 
+mod promote;
 mod webhooks;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
     Jobs,
     Webhooks,
+    /// The scheduler's promotion of due jobs with many scheduled ones waiting, measured
+    /// directly against a database of its own (no running Conveyor needed).
+    Promote,
 }
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// What to measure: jobs (submit→finish) or webhooks (publish→received, fanned out).
+    /// What to measure: jobs (submit→finish), webhooks (publish→received, fanned out) or
+    /// promote (the scheduler's promotion tick with --scheduled jobs waiting).
     #[arg(long, value_enum, default_value = "jobs")]
     pub mode: Mode,
     /// Webhooks mode: endpoints every event fans out to (all on a receiver in this process).
     #[arg(long, default_value_t = 4)]
     pub endpoints: usize,
+    /// Promote mode: scheduled jobs waiting in the future.
+    #[arg(long, default_value_t = 100_000)]
+    pub scheduled: usize,
+    /// Promote mode: jobs that come due before each measured tick.
+    #[arg(long, default_value_t = 500)]
+    pub due_per_tick: usize,
     /// Base URL of a running Conveyor.
     #[arg(long, env = "CONVEYOR_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
@@ -76,6 +87,9 @@ struct Sample {
 }
 
 pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
+    if args.mode == Mode::Promote {
+        return promote::run(&args).await;
+    }
     let mut url = args.url.trim_end_matches('/').to_owned();
     if args.mode == Mode::Webhooks {
         // The receiver is local: a Conveyor started here must be allowed to call it.
@@ -99,8 +113,8 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             let store = Store::new(db::connect_and_migrate(&args.config.database_url, 1).await?);
             let tenant = store.ensure_tenant("bench").await?;
             let scopes = match args.mode {
-                Mode::Jobs => [Scope::JobsWrite, Scope::JobsRead],
                 Mode::Webhooks => [Scope::WebhooksWrite, Scope::WebhooksRead],
+                _ => [Scope::JobsWrite, Scope::JobsRead],
             };
             store.create_key(tenant, &scopes).await?
         }
@@ -120,8 +134,8 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         ready.status()
     );
     let report = match args.mode {
-        Mode::Jobs => run_jobs(&args, &client, &url, &key).await,
         Mode::Webhooks => webhooks::run(&args, &client, &url, &key).await,
+        _ => run_jobs(&args, &client, &url, &key).await,
     };
     if let Some(r) = running {
         r.stop().await?;
@@ -312,7 +326,7 @@ impl Report {
 
     fn print_table(&self) {
         let what = match self.mode {
-            Mode::Jobs => format!("{} echo jobs", self.n),
+            Mode::Jobs | Mode::Promote => format!("{} echo jobs", self.n),
             Mode::Webhooks => format!(
                 "{} deliveries ({} events x {} endpoints)",
                 self.n,
@@ -321,7 +335,7 @@ impl Report {
             ),
         };
         let (intake_unit, latency) = match self.mode {
-            Mode::Jobs => ("jobs/s", "submit→finish"),
+            Mode::Jobs | Mode::Promote => ("jobs/s", "submit→finish"),
             Mode::Webhooks => ("events/s", "publish→received"),
         };
         println!(
@@ -354,7 +368,7 @@ impl Report {
 
     fn json(&self) -> String {
         let mode = match self.mode {
-            Mode::Jobs => "jobs",
+            Mode::Jobs | Mode::Promote => "jobs",
             Mode::Webhooks => "webhooks",
         };
         let mut out = json!({
@@ -374,7 +388,7 @@ fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

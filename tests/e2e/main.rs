@@ -11,5 +11,6 @@ mod jobs;
 mod leases;
 mod outage;
 mod receiver;
+mod schedules;
 mod throwaway;
 mod webhooks;

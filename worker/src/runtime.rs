@@ -110,12 +110,7 @@ enum Outcome {
 
 impl Worker {
     pub fn new(cfg: WorkerConfig, store: Store, registry: Registry, relay: Arc<Relay>) -> Self {
-        let id = format!(
-            "{}-{}-{}",
-            hostname(),
-            std::process::id(),
-            &Uuid::new_v4().simple().to_string()[..8]
-        );
+        let id = conveyor_core::instance::instance_id();
         let claim_store = store.clone();
         let claim_worker = id.clone();
         let lease = cfg.lease;
@@ -630,10 +625,4 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| p.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into())
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "worker".into())
 }

@@ -530,7 +530,7 @@ async fn commit_requeued(
 /// outcome of each, in order. A job whose idempotency key is taken (by an earlier job, or by
 /// an earlier one in the same batch) is not inserted: it is `Existing` when its request is
 /// the same, `Conflict` when not.
-async fn insert_on(
+pub(super) async fn insert_on(
     conn: &mut sqlx::PgConnection,
     jobs: &[(Uuid, NewJob)],
 ) -> sqlx::Result<Vec<InsertOutcome>> {

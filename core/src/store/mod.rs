@@ -4,11 +4,13 @@
 mod deliveries;
 mod jobs;
 mod keys;
+mod schedules;
 mod webhooks;
 
 pub use deliveries::{ClaimLimits, ClaimedDelivery, DeliveryOutcome, HealthRules, NextStep};
 pub use jobs::{CancelOutcome, Claim, ClaimedJob, Finish, InsertOutcome, JobFilter};
 pub use keys::{generate_key, hash_key};
+pub use schedules::{FirePass, NameTaken};
 pub use webhooks::{NewEvent, ResendOutcome};
 
 use sqlx::PgPool;
@@ -60,6 +62,49 @@ impl Store {
             .execute(&mut *conn)
             .await;
         result
+    }
+
+    /// A tenant's rows of `table`, newest first, before the keyset cursor `before`.
+    async fn page_of<T>(
+        &self,
+        table: &str,
+        columns: &str,
+        tenant_id: uuid::Uuid,
+        before: Option<uuid::Uuid>,
+        limit: i64,
+    ) -> sqlx::Result<Vec<T>>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        let sql = format!(
+            "SELECT {columns} FROM {table}
+             WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
+        );
+        sqlx::query_as(&sql)
+            .bind(tenant_id)
+            .bind(before)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// One of a tenant's rows of `table`: another tenant's id finds nothing.
+    async fn one_of<T>(
+        &self,
+        table: &str,
+        columns: &str,
+        tenant_id: uuid::Uuid,
+        id: uuid::Uuid,
+    ) -> sqlx::Result<Option<T>>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        let sql = format!("SELECT {columns} FROM {table} WHERE tenant_id = $1 AND id = $2");
+        sqlx::query_as(&sql)
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
     }
 
     pub async fn ping(&self) -> sqlx::Result<()> {

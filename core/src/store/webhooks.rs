@@ -67,25 +67,12 @@ impl Store {
         before: Option<Uuid>,
         limit: i64,
     ) -> sqlx::Result<Vec<Endpoint>> {
-        let sql = format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM endpoints
-             WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
-        );
-        sqlx::query_as(&sql)
-            .bind(tenant_id)
-            .bind(before)
-            .bind(limit)
-            .fetch_all(&self.pool)
+        self.page_of("endpoints", ENDPOINT_COLUMNS, tenant_id, before, limit)
             .await
     }
 
     pub async fn get_endpoint(&self, tenant_id: Uuid, id: Uuid) -> sqlx::Result<Option<Endpoint>> {
-        let sql =
-            format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = $1 AND id = $2");
-        sqlx::query_as(&sql)
-            .bind(tenant_id)
-            .bind(id)
-            .fetch_optional(&self.pool)
+        self.one_of("endpoints", ENDPOINT_COLUMNS, tenant_id, id)
             .await
     }
 

@@ -1,0 +1,268 @@
+//! `/v1/schedules`: cron schedules (API.md "Schedules"): create, list, get, update, delete,
+//! trigger now.
+
+use axum::{
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use chrono::Utc;
+use conveyor_core::{cron::CronSpec, JobTemplate, Schedule, ScheduleSpec, Scope};
+use serde_json::{Map, Value};
+
+use crate::{
+    auth::Auth,
+    extract::{JsonBody, PathId, QueryPairs},
+    paging::{page, paging},
+    problem::{ApiResult, FieldError, Problem},
+    validate::parse_job,
+    AppState,
+};
+
+const MAX_NAME_LEN: usize = 200;
+/// Job fields that make no sense in a template run at every tick.
+const NOT_IN_TEMPLATE: [&str; 3] = ["run_at", "delay_seconds", "idempotency_key"];
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/schedules", post(create).get(list))
+        .route(
+            "/v1/schedules/{id}",
+            get(get_one).patch(update).delete(delete),
+        )
+        .route("/v1/schedules/{id}/trigger", post(trigger))
+}
+
+/// Applies the body's fields over `base` (a new schedule's defaults, or the schedule being
+/// updated) and validates the result, naming every bad field.
+async fn parse_schedule(
+    state: &AppState,
+    body: &Value,
+    mut base: ScheduleSpec,
+    creating: bool,
+) -> Result<ScheduleSpec, Vec<FieldError>> {
+    let Some(obj) = body.as_object() else {
+        return Err(vec![FieldError::new("body", "must be a JSON object")]);
+    };
+    let mut errs = Vec::new();
+    for (k, v) in obj {
+        match (k.as_str(), v) {
+            ("name", Value::String(n))
+                if !n.trim().is_empty() && n.len() <= MAX_NAME_LEN && !n.contains('\0') =>
+            {
+                base.name = n.clone()
+            }
+            ("name", _) => errs.push(FieldError::new(
+                "name",
+                format!("must be a non-empty string of at most {MAX_NAME_LEN} bytes"),
+            )),
+            ("cron", Value::String(c)) => base.cron = c.clone(),
+            ("cron", _) => errs.push(FieldError::new("cron", "must be a string")),
+            ("timezone", Value::String(t)) => base.timezone = t.clone(),
+            ("timezone", _) => errs.push(FieldError::new("timezone", "must be a string")),
+            ("enabled", Value::Bool(b)) => base.enabled = *b,
+            ("enabled", _) => errs.push(FieldError::new("enabled", "must be a boolean")),
+            ("overlap", Value::String(o)) if o == "skip" || o == "allow" => {
+                base.overlap = o.clone()
+            }
+            ("overlap", _) => {
+                errs.push(FieldError::new("overlap", "must be \"skip\" or \"allow\""))
+            }
+            ("catch_up", Value::String(c)) if c == "once" || c == "none" => {
+                base.catch_up = c.clone()
+            }
+            ("catch_up", _) => {
+                errs.push(FieldError::new("catch_up", "must be \"once\" or \"none\""))
+            }
+            ("job", Value::Object(job)) => {
+                let mut template_errs: Vec<FieldError> = NOT_IN_TEMPLATE
+                    .iter()
+                    .filter(|f| job.contains_key(**f))
+                    .map(|f| FieldError::new(format!("job.{f}"), "not allowed in a schedule's job"))
+                    .collect();
+                match parse_job(&crate::jobs::rules(state), v, None, "job.").await {
+                    Ok(j) if template_errs.is_empty() => base.job = JobTemplate::from_new_job(&j),
+                    Ok(_) => {}
+                    Err(e) => template_errs.extend(e),
+                }
+                errs.extend(template_errs);
+            }
+            ("job", _) => errs.push(FieldError::new("job", "must be a job object")),
+            (other, _) => errs.push(FieldError::new(other, "unknown field")),
+        }
+    }
+    if creating {
+        for required in ["name", "cron", "job"] {
+            if !obj.contains_key(required) {
+                errs.push(FieldError::new(required, "is required"));
+            }
+        }
+    }
+    if !errs
+        .iter()
+        .any(|e| e.field == "cron" || e.field == "timezone")
+    {
+        match CronSpec::parse(&base.cron, &base.timezone) {
+            Ok(spec) => match spec.check_fires(Utc::now()) {
+                Ok(next) => base.next_fire_at = Some(next),
+                Err(e) => errs.push(FieldError::new("cron", e.to_string())),
+            },
+            Err(e @ conveyor_core::cron::CronError::TimeZone) => {
+                errs.push(FieldError::new("timezone", e.to_string()))
+            }
+            Err(e) => errs.push(FieldError::new("cron", e.to_string())),
+        }
+    }
+    if errs.is_empty() {
+        Ok(base)
+    } else {
+        Err(errs)
+    }
+}
+
+fn defaults() -> ScheduleSpec {
+    ScheduleSpec {
+        name: String::new(),
+        cron: String::new(),
+        timezone: "UTC".into(),
+        job: JobTemplate {
+            job_type: String::new(),
+            queue: String::new(),
+            priority: 0,
+            payload: Value::Object(Map::new()),
+            max_attempts: 0,
+            timeout_seconds: 0,
+            callback_url: None,
+            metadata: Value::Object(Map::new()),
+        },
+        enabled: true,
+        overlap: "skip".into(),
+        catch_up: "once".into(),
+        next_fire_at: None,
+    }
+}
+
+fn name_taken() -> Problem {
+    Problem::conflict("this tenant already has a schedule with that name")
+}
+
+fn no_schedule() -> Problem {
+    Problem::not_found("no such schedule")
+}
+
+async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    let p = auth.require(Scope::JobsWrite)?;
+    let spec = parse_schedule(&state, &body, defaults(), true)
+        .await
+        .map_err(Problem::validation)?;
+    let s = state
+        .store
+        .create_schedule(p.tenant_id, &spec)
+        .await?
+        .map_err(|_| name_taken())?;
+    Ok((StatusCode::CREATED, Json(s)).into_response())
+}
+
+async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    QueryPairs(q): QueryPairs,
+) -> ApiResult<Json<Value>> {
+    let p = auth.require(Scope::JobsRead)?;
+    let (limit, before) = paging(&q, |_, _| None)?;
+    let rows = state
+        .store
+        .list_schedules(p.tenant_id, before, limit + 1)
+        .await?;
+    Ok(page(rows, limit, |s| s.id))
+}
+
+async fn get_one(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathId(id): PathId,
+) -> ApiResult<Json<Schedule>> {
+    let p = auth.require(Scope::JobsRead)?;
+    let s = state
+        .store
+        .get_schedule(p.tenant_id, id)
+        .await?
+        .ok_or_else(no_schedule)?;
+    Ok(Json(s))
+}
+
+async fn update(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathId(id): PathId,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Schedule>> {
+    let p = auth.require(Scope::JobsWrite)?;
+    let current = state
+        .store
+        .get_schedule(p.tenant_id, id)
+        .await?
+        .ok_or_else(no_schedule)?;
+    let base = ScheduleSpec {
+        name: current.name,
+        cron: current.cron,
+        timezone: current.timezone,
+        job: current.job,
+        enabled: current.enabled,
+        overlap: current.overlap,
+        catch_up: current.catch_up,
+        next_fire_at: current.next_fire_at,
+    };
+    // The next tick is computed afresh from now: a re-enabled schedule does not catch up
+    // the time it was disabled.
+    let spec = parse_schedule(&state, &body, base, false)
+        .await
+        .map_err(Problem::validation)?;
+    let s = state
+        .store
+        .update_schedule(p.tenant_id, id, &spec)
+        .await?
+        .ok_or_else(no_schedule)?
+        .map_err(|_| name_taken())?;
+    Ok(Json(s))
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathId(id): PathId,
+) -> ApiResult<StatusCode> {
+    let p = auth.require(Scope::JobsWrite)?;
+    if state.store.delete_schedule(p.tenant_id, id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(no_schedule())
+    }
+}
+
+async fn trigger(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathId(id): PathId,
+) -> ApiResult<Response> {
+    let p = auth.require(Scope::JobsWrite)?;
+    let job = state
+        .store
+        .trigger_schedule(p.tenant_id, id, "api")
+        .await?
+        .ok_or_else(no_schedule)?;
+    state.relay.kick();
+    let location = format!("/v1/jobs/{}", job.id);
+    Ok((
+        StatusCode::ACCEPTED,
+        [(axum::http::header::LOCATION, location)],
+        Json(job),
+    )
+        .into_response())
+}
