@@ -86,6 +86,19 @@ mod tests {
             CronSpec::parse("* * * * * *", "Mars/Olympus").unwrap_err(),
             CronError::TimeZone
         );
+        // Odd input is refused or evaluated, never a panic or an endless search.
+        for odd in [
+            "*/0 * * * * *",
+            "0 0 0 31 2 *",
+            "0 0 0 1 1 * 2999",
+            "99 * * * * *",
+            "",
+            "* * * * * * * *",
+        ] {
+            if let Ok(spec) = CronSpec::parse(odd, "UTC") {
+                let _ = spec.check_fires(Utc::now());
+            }
+        }
         let past = CronSpec::parse("0 0 0 1 1 * 2001", "UTC").unwrap();
         assert_eq!(past.check_fires(Utc::now()), Err(CronError::NeverFires));
     }

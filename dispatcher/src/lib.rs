@@ -289,13 +289,14 @@ async fn lane(
 /// recorded, so the endpoint's in-flight count stays true.
 async fn deliver(
     inner: Arc<Inner>,
-    d: ClaimedDelivery,
+    mut d: ClaimedDelivery,
     _slot: OwnedSemaphorePermit,
     abort: CancellationToken,
 ) {
     let started_at = Utc::now();
     let attempted = if d.endpoint_enabled {
-        let body = d.body.clone();
+        // Moved, not copied: the body is not needed after the send.
+        let body = std::mem::take(&mut d.body);
         tokio::select! {
             a = send::send(&inner.http, inner.cfg.allow_private_targets, &d, body) => a,
             _ = abort.cancelled() => return, // handed back by `run`

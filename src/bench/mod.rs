@@ -154,28 +154,17 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_jobs(
-    args: &BenchArgs,
-    client: &reqwest::Client,
-    url: &str,
-    key: &str,
-) -> anyhow::Result<Report> {
-    let (url, key) = (url.to_owned(), key.to_owned());
-
-    // Submit.
-    let ids = Arc::new(std::sync::Mutex::new(Vec::with_capacity(args.jobs)));
+/// Runs `one(i)` for every i below `-n` from `-c` concurrent clients, at `--rate` per second
+/// counted from `started` (0: as fast as the clients go).
+pub(crate) async fn paced<F, Fut>(args: &BenchArgs, started: Instant, one: F) -> anyhow::Result<()>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
     let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
     let mut clients = tokio::task::JoinSet::new();
     for _ in 0..args.concurrency.max(1) {
-        let (client, url, key, ids, next) = (
-            client.clone(),
-            url.clone(),
-            key.clone(),
-            ids.clone(),
-            next.clone(),
-        );
-        let (n, rate, queue) = (args.jobs, args.rate, args.queue.clone());
+        let (next, one, n, rate) = (next.clone(), one.clone(), args.jobs, args.rate);
         clients.spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -186,25 +175,55 @@ async fn run_jobs(
                     let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
                     tokio::time::sleep_until(due.into()).await;
                 }
-                let resp = client
-                    .post(format!("{url}/v1/jobs"))
-                    .bearer_auth(&key)
-                    .json(&json!({"type": "echo", "queue": queue, "payload": {"i": i}}))
-                    .send()
-                    .await?;
-                anyhow::ensure!(
-                    resp.status().as_u16() == 202,
-                    "submit answered {}",
-                    resp.status()
-                );
-                let job: Job = resp.json().await?;
-                ids.lock().unwrap().push(job.id);
+                one(i).await?;
             }
         });
     }
     while let Some(r) = clients.join_next().await {
         r??;
     }
+    Ok(())
+}
+
+async fn run_jobs(
+    args: &BenchArgs,
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+) -> anyhow::Result<Report> {
+    let (client, url, key) = (client.clone(), url.to_owned(), key.to_owned());
+
+    // Submit.
+    let ids = Arc::new(std::sync::Mutex::new(Vec::with_capacity(args.jobs)));
+    let started = Instant::now();
+    let (submit_ids, queue) = (ids.clone(), args.queue.clone());
+    let (submit_client, submit_url, submit_key) = (client.clone(), url.clone(), key.clone());
+    paced(args, started, move |i| {
+        let (client, url, key, ids) = (
+            submit_client.clone(),
+            submit_url.clone(),
+            submit_key.clone(),
+            submit_ids.clone(),
+        );
+        let queue = queue.clone();
+        async move {
+            let resp = client
+                .post(format!("{url}/v1/jobs"))
+                .bearer_auth(&key)
+                .json(&json!({"type": "echo", "queue": queue, "payload": {"i": i}}))
+                .send()
+                .await?;
+            anyhow::ensure!(
+                resp.status().as_u16() == 202,
+                "submit answered {}",
+                resp.status()
+            );
+            let job: Job = resp.json().await?;
+            ids.lock().unwrap().push(job.id);
+            Ok(())
+        }
+    })
+    .await?;
     let submit_secs = started.elapsed().as_secs_f64();
 
     // Wait for every job and read its timestamps.

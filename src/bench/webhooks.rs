@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::{BenchArgs, Report};
+use super::{paced, BenchArgs, Report};
 
 #[derive(Default)]
 struct Arrivals {
@@ -123,49 +123,42 @@ async fn publish_and_wait(
     endpoints: usize,
 ) -> anyhow::Result<Report> {
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    let mut clients = tokio::task::JoinSet::new();
-    for _ in 0..args.concurrency.max(1) {
-        let (client, url, key, sent, next) = (
+    let (client, url, key, event_type, publish_sent) = (
+        client.clone(),
+        url.to_owned(),
+        key.to_owned(),
+        event_type.to_owned(),
+        sent.clone(),
+    );
+    paced(args, started, move |i| {
+        let (client, url, key, sent) = (
             client.clone(),
-            url.to_owned(),
-            key.to_owned(),
-            sent.clone(),
-            next.clone(),
+            url.clone(),
+            key.clone(),
+            publish_sent.clone(),
         );
-        let (n, rate, event_type) = (args.jobs, args.rate, event_type.to_owned());
-        clients.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    return Ok::<_, anyhow::Error>(());
-                }
-                if rate > 0 {
-                    let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
-                    tokio::time::sleep_until(due.into()).await;
-                }
-                let at = Instant::now();
-                let resp = client
-                    .post(format!("{url}/v1/events"))
-                    .bearer_auth(&key)
-                    .json(&json!({"type": event_type, "payload": {"i": i}}))
-                    .send()
-                    .await?;
-                anyhow::ensure!(
-                    resp.status().as_u16() == 202,
-                    "publish answered {}",
-                    resp.status()
-                );
-                let body: Value = resp.json().await?;
-                let id = body["id"].as_str().unwrap_or_default().to_owned();
-                sent.lock().unwrap().insert(id, at);
-            }
-        });
-    }
-    while let Some(r) = clients.join_next().await {
-        r??;
-    }
+        let event_type = event_type.clone();
+        async move {
+            let at = Instant::now();
+            let resp = client
+                .post(format!("{url}/v1/events"))
+                .bearer_auth(&key)
+                .json(&json!({"type": event_type, "payload": {"i": i}}))
+                .send()
+                .await?;
+            anyhow::ensure!(
+                resp.status().as_u16() == 202,
+                "publish answered {}",
+                resp.status()
+            );
+            let body: Value = resp.json().await?;
+            let id = body["id"].as_str().unwrap_or_default().to_owned();
+            sent.lock().unwrap().insert(id, at);
+            Ok(())
+        }
+    })
+    .await?;
     let publish_secs = started.elapsed().as_secs_f64();
 
     // Wait for every delivery: a generous bound, then whatever arrived is reported.
