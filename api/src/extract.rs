@@ -3,11 +3,35 @@
 use axum::{
     body::Body,
     extract::{FromRequest, FromRequestParts, Path, Request},
-    http::{header, request::Parts},
+    http::{header, request::Parts, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
 };
 use serde_json::Value;
 
-use crate::{auth::Auth, problem::Problem, AppState};
+use crate::{
+    auth::Auth,
+    problem::{FieldError, Problem},
+    AppState,
+};
+
+/// The `Idempotency-Key` header, if any (its length is checked with the request's fields).
+pub fn idempotency_header(headers: &HeaderMap) -> Result<Option<&str>, Problem> {
+    match headers.get("idempotency-key") {
+        Some(v) => v.to_str().map(Some).map_err(|_| {
+            Problem::validation(vec![FieldError::new(
+                "Idempotency-Key",
+                "must be visible ASCII",
+            )])
+        }),
+        None => Ok(None),
+    }
+}
+
+/// A created (or found) resource with its `Location`.
+pub fn located(status: StatusCode, location: String, body: impl serde::Serialize) -> Response {
+    (status, [(header::LOCATION, location)], Json(body)).into_response()
+}
 
 /// A JSON body: `application/json` (415 otherwise), within the size limit (413), well-formed
 /// (400). Kept as a `Value` so validation can name every bad field at once (422).

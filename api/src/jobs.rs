@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::{
     extract::State,
-    http::{header, HeaderMap, HeaderValue, StatusCode},
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
@@ -18,7 +18,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::{
     auth::Auth,
-    extract::{JsonBody, PathId, QueryPairs},
+    extract::{idempotency_header, located, JsonBody, PathId, QueryPairs},
     paging::{page, paging},
     problem::{ApiResult, FieldError, Problem},
     validate::{parse_job, JobRules},
@@ -49,9 +49,7 @@ pub(crate) fn rules(state: &AppState) -> JobRules<'_> {
 }
 
 fn with_location(status: StatusCode, job: Job) -> Response {
-    let location =
-        HeaderValue::from_str(&format!("/v1/jobs/{}", job.id)).expect("a UUID is a valid header");
-    (status, [(header::LOCATION, location)], Json(job)).into_response()
+    located(status, format!("/v1/jobs/{}", job.id), job)
 }
 
 async fn submit(
@@ -61,15 +59,7 @@ async fn submit(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     let p = auth.require(Scope::JobsWrite)?;
-    let header_key = match headers.get("idempotency-key") {
-        Some(v) => Some(v.to_str().map_err(|_| {
-            Problem::validation(vec![FieldError::new(
-                "Idempotency-Key",
-                "must be visible ASCII",
-            )])
-        })?),
-        None => None,
-    };
+    let header_key = idempotency_header(&headers)?;
     let job = parse_job(&rules(&state), &body, header_key, "")
         .await
         .map_err(Problem::validation)?;

@@ -6,6 +6,7 @@ mod extract;
 mod jobs;
 mod paging;
 pub mod problem;
+mod sagas;
 mod schedules;
 mod validate;
 mod waiters;
@@ -118,6 +119,7 @@ pub fn router(state: AppState) -> Router {
         .merge(jobs::router())
         .merge(webhooks::router())
         .merge(schedules::router())
+        .merge(sagas::router())
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
         .with_state(state)

@@ -3,6 +3,7 @@
 use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc};
 
 use conveyor_core::catalog::{JobCatalog, PayloadCheck};
+use serde::Deserialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -25,6 +26,21 @@ pub struct JobContext {
     pub http: reqwest::Client,
     /// Whether outbound URLs may point at private addresses (`CONVEYOR_ALLOW_PRIVATE_TARGETS`).
     pub allow_private_targets: bool,
+    /// Set when the job is a saga's step or compensation.
+    pub saga: Option<SagaContext>,
+}
+
+/// What a saga step's handler sees of its saga.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SagaContext {
+    pub saga_id: Uuid,
+    /// The step's name.
+    pub step: String,
+    /// Whether this job undoes the step rather than does it.
+    pub compensating: bool,
+    /// The results of the steps before this one, by step name (for a compensation, also the
+    /// result of the step it undoes).
+    pub results: serde_json::Map<String, Value>,
 }
 
 /// Why an attempt failed, and whether another attempt could help.

@@ -5,5 +5,5 @@ pub mod builtins;
 pub mod handler;
 pub mod runtime;
 
-pub use handler::{Handler, JobContext, JobError, Registry};
+pub use handler::{Handler, JobContext, JobError, Registry, SagaContext};
 pub use runtime::{Worker, WorkerConfig};

@@ -382,7 +382,13 @@ impl Inner {
             stale_cancel.cancel();
         }
         match self.attempt(&claimed, cancel).await {
-            Outcome::Finished(finish) => self.record(finish).await,
+            Outcome::Finished(finish) => {
+                let terminal = finish.status.is_terminal();
+                self.record(finish).await;
+                if terminal && claimed.saga.is_some() {
+                    self.relay.kick(); // the saga's next job is in the outbox
+                }
+            }
             Outcome::Stopped => tracing::info!("attempt stopped before it finished"),
         }
         // Only now: while the outcome is being recorded the heartbeat keeps the lease fresh.
@@ -485,6 +491,10 @@ impl Inner {
             cancel: cancel.clone(),
             http: self.http.clone(),
             allow_private_targets: self.cfg.allow_private_targets,
+            saga: claimed
+                .saga
+                .as_ref()
+                .and_then(|s| serde_json::from_value(s.clone()).ok()),
         };
         // Its own task, so that a panic is caught as a failed attempt and a timeout can abort it.
         let mut task = tokio::spawn(handler.run(ctx).in_current_span());

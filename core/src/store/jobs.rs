@@ -94,6 +94,9 @@ pub struct ClaimedJob {
     pub job: Job,
     pub token: Uuid,
     pub tenant_id: Uuid,
+    /// For a saga step's job: `{saga_id, step, compensating, results}` (the results of the
+    /// steps before it), as `conveyor_saga_context` builds it.
+    pub saga: Option<Value>,
 }
 
 /// The outcome of one attempt, as the worker decided it.
@@ -111,13 +114,14 @@ pub struct Finish {
     pub outcome: &'static str,
 }
 
-/// Raises the events and callbacks of jobs that just became terminal, in the transaction
-/// that made them so (see `conveyor_jobs_finished` in the migrations).
+/// Raises the events and callbacks of jobs that just became terminal, and moves the sagas
+/// they are steps of, in the transaction that made them so (see `conveyor_jobs_finished` and
+/// `conveyor_sagas_advance` in the migrations). Every way a job ends comes through here.
 async fn raise_finished(tx: &mut Transaction<'_, Postgres>, ids: &[Uuid]) -> sqlx::Result<()> {
     if ids.is_empty() {
         return Ok(());
     }
-    sqlx::query("SELECT conveyor_jobs_finished($1)")
+    sqlx::query("SELECT conveyor_jobs_finished($1), conveyor_sagas_advance($1)")
         .bind(ids)
         .execute(&mut **tx)
         .await?;
@@ -300,7 +304,9 @@ impl Store {
                INSERT INTO job_attempts (job_id, attempt, outcome, worker)
                SELECT id, attempts, 'running', $3 FROM claimed
                ON CONFLICT (job_id, attempt) DO NOTHING)
-             SELECT {JOB_COLUMNS}, lease_token, tenant_id FROM claimed"
+             SELECT {JOB_COLUMNS}, lease_token, tenant_id,
+               CASE WHEN saga_id IS NOT NULL THEN conveyor_saga_context(id, saga_id) END AS saga
+             FROM claimed"
         );
         #[derive(sqlx::FromRow)]
         struct Row {
@@ -308,6 +314,7 @@ impl Store {
             job: JobRow,
             lease_token: Uuid,
             tenant_id: Uuid,
+            saga: Option<Value>,
         }
         let rows: Vec<Row> = sqlx::query_as(&sql)
             .bind(&ids)
@@ -322,6 +329,7 @@ impl Store {
                 job: r.job.into(),
                 token: r.lease_token,
                 tenant_id: r.tenant_id,
+                saga: r.saga,
             })
             .collect())
     }

@@ -4,12 +4,14 @@
 mod deliveries;
 mod jobs;
 mod keys;
+mod sagas;
 mod schedules;
 mod webhooks;
 
 pub use deliveries::{ClaimLimits, ClaimedDelivery, DeliveryOutcome, HealthRules, NextStep};
 pub use jobs::{CancelOutcome, Claim, ClaimedJob, Finish, InsertOutcome, JobFilter};
 pub use keys::{generate_key, hash_key};
+pub use sagas::{NewSaga, NewSagaStep, SagaOutcome};
 pub use schedules::{FirePass, NameTaken};
 pub use webhooks::{NewEvent, ResendOutcome};
 

@@ -1,0 +1,276 @@
+//! `/v1/sagas` (API.md "Sagas"): submit, get, list. A saga's steps each run as a job; its
+//! progress happens in the transactions that end those jobs (see `conveyor_sagas_advance`).
+
+use std::collections::HashSet;
+
+use axum::{
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::Response,
+    routing::{get, post},
+    Json, Router,
+};
+use conveyor_core::{
+    store::{NewSaga, NewSagaStep, SagaOutcome},
+    urlguard, JobTemplate, Scope,
+};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::{
+    auth::Auth,
+    extract::{idempotency_header, located, JsonBody, PathId, QueryPairs},
+    paging::{page, paging},
+    problem::{ApiResult, FieldError, Problem},
+    validate::parse_job,
+    AppState,
+};
+
+pub const MAX_STEPS: usize = 100;
+const MAX_NAME_LEN: usize = 200;
+/// Job fields that make no sense in a step: a step runs when the one before it is done, once.
+const NOT_IN_STEP: [&str; 3] = ["run_at", "delay_seconds", "idempotency_key"];
+const SAGA_STATUSES: [&str; 5] = [
+    "running",
+    "completed",
+    "compensating",
+    "compensated",
+    "failed",
+];
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/sagas", post(submit).get(list))
+        .route("/v1/sagas/{id}", get(get_one))
+}
+
+fn valid_name(v: &Value) -> Option<String> {
+    match v {
+        Value::String(n)
+            if !n.trim().is_empty() && n.len() <= MAX_NAME_LEN && !n.contains('\0') =>
+        {
+            Some(n.clone())
+        }
+        _ => None,
+    }
+}
+
+/// A job object of a step (`job` or `compensate`), validated as a submission would be.
+async fn parse_step_job(
+    state: &AppState,
+    v: &Value,
+    path: &str,
+    errs: &mut Vec<FieldError>,
+) -> Option<JobTemplate> {
+    let Some(job) = v.as_object() else {
+        errs.push(FieldError::new(path, "must be a job object"));
+        return None;
+    };
+    let mut bad = false;
+    for f in NOT_IN_STEP.iter().filter(|f| job.contains_key(**f)) {
+        errs.push(FieldError::new(
+            format!("{path}.{f}"),
+            "not allowed in a saga step",
+        ));
+        bad = true;
+    }
+    match parse_job(&crate::jobs::rules(state), v, None, &format!("{path}.")).await {
+        Ok(j) if !bad => Some(JobTemplate::from_new_job(&j)),
+        Ok(_) => None,
+        Err(e) => {
+            errs.extend(e);
+            None
+        }
+    }
+}
+
+async fn parse_saga(
+    state: &AppState,
+    body: &Value,
+    header_key: Option<&str>,
+) -> Result<NewSaga, Vec<FieldError>> {
+    let Some(obj) = body.as_object() else {
+        return Err(vec![FieldError::new("body", "must be a JSON object")]);
+    };
+    let mut errs = Vec::new();
+    let mut saga = NewSaga {
+        name: String::new(),
+        callback_url: None,
+        steps: Vec::new(),
+        idempotency_key: header_key.map(str::to_owned),
+        request_hash: Sha256::digest(serde_json::to_vec(body).unwrap_or_default()).to_vec(),
+    };
+    for (k, v) in obj {
+        match k.as_str() {
+            "name" => match valid_name(v) {
+                Some(n) => saga.name = n,
+                None if v.is_null() => {}
+                None => errs.push(FieldError::new(
+                    "name",
+                    format!("must be a non-empty string of at most {MAX_NAME_LEN} bytes"),
+                )),
+            },
+            "callback_url" => match v {
+                Value::Null => {}
+                Value::String(u) => match urlguard::check(u, state.allow_private_targets).await {
+                    Ok(_) => saga.callback_url = Some(u.clone()),
+                    Err(e) => errs.push(FieldError::new("callback_url", e.to_string())),
+                },
+                _ => errs.push(FieldError::new("callback_url", "must be a URL string")),
+            },
+            "steps" => {}
+            other => errs.push(FieldError::new(other, "unknown field")),
+        }
+    }
+    let steps = match obj.get("steps") {
+        Some(Value::Array(steps)) if !steps.is_empty() && steps.len() <= MAX_STEPS => steps,
+        Some(Value::Array(_)) => {
+            errs.push(FieldError::new(
+                "steps",
+                format!("must hold from 1 to {MAX_STEPS} steps"),
+            ));
+            return Err(errs);
+        }
+        Some(_) => {
+            errs.push(FieldError::new("steps", "must be an array of steps"));
+            return Err(errs);
+        }
+        None => {
+            errs.push(FieldError::new("steps", "is required"));
+            return Err(errs);
+        }
+    };
+    let mut names = HashSet::new();
+    for (i, step) in steps.iter().enumerate() {
+        let at = format!("steps[{i}]");
+        let Some(s) = step.as_object() else {
+            errs.push(FieldError::new(at, "must be an object"));
+            continue;
+        };
+        for k in s
+            .keys()
+            .filter(|k| !["name", "job", "compensate"].contains(&k.as_str()))
+        {
+            errs.push(FieldError::new(format!("{at}.{k}"), "unknown field"));
+        }
+        let name = match s.get("name").and_then(valid_name) {
+            Some(n) if names.insert(n.clone()) => n,
+            Some(_) => {
+                errs.push(FieldError::new(
+                    format!("{at}.name"),
+                    "must be unique within the saga",
+                ));
+                String::new()
+            }
+            None => {
+                errs.push(FieldError::new(
+                    format!("{at}.name"),
+                    format!("is required: a non-empty string of at most {MAX_NAME_LEN} bytes"),
+                ));
+                String::new()
+            }
+        };
+        let job = match s.get("job") {
+            Some(v) => parse_step_job(state, v, &format!("{at}.job"), &mut errs).await,
+            None => {
+                errs.push(FieldError::new(format!("{at}.job"), "is required"));
+                None
+            }
+        };
+        let compensate = match s.get("compensate") {
+            None | Some(Value::Null) => None,
+            Some(v) => parse_step_job(state, v, &format!("{at}.compensate"), &mut errs).await,
+        };
+        if let Some(job) = job {
+            saga.steps.push(NewSagaStep {
+                name,
+                job,
+                compensate,
+            });
+        }
+    }
+    if errs.is_empty() {
+        Ok(saga)
+    } else {
+        Err(errs)
+    }
+}
+
+fn with_location(status: StatusCode, saga: Value) -> Response {
+    let location = format!("/v1/sagas/{}", saga["id"].as_str().unwrap_or_default());
+    located(status, location, saga)
+}
+
+async fn submit(
+    State(state): State<AppState>,
+    auth: Auth,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    let p = auth.require(Scope::JobsWrite)?;
+    let header_key = idempotency_header(&headers)?;
+    if header_key.is_some_and(|k| k.is_empty() || k.len() > 255) {
+        return Err(Problem::validation(vec![FieldError::new(
+            "Idempotency-Key",
+            "must be 1 to 255 characters",
+        )]));
+    }
+    let saga = parse_saga(&state, &body, header_key)
+        .await
+        .map_err(Problem::validation)?;
+    match state.store.create_saga(p.tenant_id, &saga).await? {
+        SagaOutcome::Created(s) => {
+            state.relay.kick(); // the first step's job is in the outbox
+            Ok(with_location(StatusCode::ACCEPTED, s))
+        }
+        SagaOutcome::Existing(s) => Ok(with_location(StatusCode::OK, s)),
+        SagaOutcome::Conflict => Err(Problem::conflict(
+            "this idempotency key was used with a different request",
+        )),
+    }
+}
+
+async fn get_one(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathId(id): PathId,
+) -> ApiResult<Json<Value>> {
+    let p = auth.require(Scope::JobsRead)?;
+    let s = state
+        .store
+        .get_saga(p.tenant_id, id)
+        .await?
+        .ok_or_else(|| Problem::not_found("no such saga"))?;
+    Ok(Json(s))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    QueryPairs(q): QueryPairs,
+) -> ApiResult<Json<Value>> {
+    let p = auth.require(Scope::JobsRead)?;
+    let mut status = None;
+    let (limit, before) = paging(&q, |k, v| match k {
+        "status" if SAGA_STATUSES.contains(&v) => {
+            status = Some(v.to_owned());
+            Some(Ok(()))
+        }
+        "status" => Some(Err(FieldError::new(
+            "status",
+            format!("must be one of {}", SAGA_STATUSES.join(", ")),
+        ))),
+        _ => None,
+    })?;
+    let rows = state
+        .store
+        .list_sagas(p.tenant_id, status.as_deref(), before, limit + 1)
+        .await?;
+    let sagas: Vec<Value> = rows.into_iter().map(|(_, s)| s).collect();
+    Ok(page(sagas, limit, |s| {
+        s["id"]
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .unwrap_or_default()
+    }))
+}
