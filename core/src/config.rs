@@ -89,6 +89,11 @@ pub struct Config {
     #[arg(long, env = "CONVEYOR_REQUEUE_STALE_AFTER", default_value = "15m", value_parser = humantime::parse_duration)]
     pub requeue_stale_after: Duration,
 
+    /// Finished jobs (with their attempts), sagas, webhook deliveries and messages, and cron
+    /// fire records are purged once older than this. `0s` keeps them forever.
+    #[arg(long, env = "CONVEYOR_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub retention: Duration,
+
     /// How often the outbox relay looks for rows written by other (or crashed) processes.
     /// Rows written by this process are published at once.
     #[arg(long, env = "CONVEYOR_OUTBOX_POLL", default_value = "1s", value_parser = humantime::parse_duration)]

@@ -1,6 +1,7 @@
 //! Conveyor's scheduler role: fires cron schedules (the leader only), promotes due
 //! `scheduled` and `retrying` jobs, rescues `running` jobs whose lease expired, and publishes
-//! again jobs queued so long that their message may have been lost. Apart from cron, every
+//! again jobs queued so long that their message may have been lost, and purges finished rows
+//! past the retention age. Apart from cron, every
 //! step is a conditional update with `SKIP LOCKED`, so any number of schedulers share the work
 //! without doing anything twice; cron needs one decider per tick, hence the leader.
 
@@ -16,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 const BATCH: i64 = 1000;
 /// How often to look for tables that need a vacuum.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(30);
+/// Rows of each table one purge statement removes: small enough to hold few locks briefly.
+const PURGE_BATCH: i64 = 500;
 
 #[derive(Debug, Clone, Copy)]
 pub struct SchedulerConfig {
@@ -23,6 +26,8 @@ pub struct SchedulerConfig {
     pub tick: Duration,
     /// A job queued this long is published again.
     pub requeue_stale_after: Duration,
+    /// Finished rows older than this are purged; zero keeps them.
+    pub retention: Duration,
 }
 
 impl SchedulerConfig {
@@ -30,6 +35,7 @@ impl SchedulerConfig {
         Self {
             tick: cfg.scheduler_tick,
             requeue_stale_after: cfg.requeue_stale_after,
+            retention: cfg.retention,
         }
     }
 
@@ -42,6 +48,11 @@ impl SchedulerConfig {
     /// Stale jobs are looked for a few times per threshold, at most every 30 s.
     fn sweep_every(&self) -> Duration {
         (self.requeue_stale_after / 4).clamp(self.tick, Duration::from_secs(30))
+    }
+
+    /// Old rows are looked for ten times per retention period, at most every minute.
+    fn purge_every(&self) -> Duration {
+        (self.retention / 10).clamp(self.tick, Duration::from_secs(60))
     }
 }
 
@@ -68,6 +79,13 @@ impl Scheduler {
 
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(tick = ?self.cfg.tick, id = %self.id, "scheduler started");
+        // Purging runs beside the tick, so a large backlog of old rows never delays a promotion.
+        tokio::join!(self.ticks(&shutdown), self.purge_old(&shutdown));
+        tracing::info!("scheduler stopped");
+        Ok(())
+    }
+
+    async fn ticks(&self, shutdown: &CancellationToken) {
         let mut leadership = leader::Leadership::default();
         let mut next_sweep = Instant::now() + self.cfg.sweep_every();
         let mut next_maintenance = Instant::now() + MAINTENANCE_EVERY;
@@ -109,8 +127,36 @@ impl Scheduler {
                 _ = shutdown.cancelled() => break,
             }
         }
-        tracing::info!("scheduler stopped");
-        Ok(())
+    }
+
+    /// Purges finished rows past the retention age, a batch at a time; while batches come
+    /// back full it goes on after a short pause, so the database is never held busy for long.
+    async fn purge_old(&self, shutdown: &CancellationToken) {
+        if self.cfg.retention.is_zero() {
+            return;
+        }
+        loop {
+            let mut wait = self.cfg.purge_every();
+            match self
+                .store
+                .purge_finished(self.cfg.retention, PURGE_BATCH)
+                .await
+            {
+                Ok(purged) => {
+                    if purged.total() > 0 {
+                        tracing::info!(?purged, "purged finished rows past retention");
+                    }
+                    if purged.full(PURGE_BATCH) {
+                        wait = self.cfg.tick;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "purging old rows failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
     }
 
     /// One pass; returns the largest number of rows one step moved.

@@ -11,6 +11,7 @@ mod jobs;
 mod leases;
 mod outage;
 mod receiver;
+mod retention;
 mod sagas;
 mod schedules;
 mod throwaway;

@@ -4,6 +4,7 @@
 mod deliveries;
 mod jobs;
 mod keys;
+mod retention;
 mod sagas;
 mod schedules;
 mod webhooks;
@@ -11,6 +12,7 @@ mod webhooks;
 pub use deliveries::{ClaimLimits, ClaimedDelivery, DeliveryOutcome, HealthRules, NextStep};
 pub use jobs::{CancelOutcome, Claim, ClaimedJob, Finish, InsertOutcome, JobFilter};
 pub use keys::{generate_key, hash_key};
+pub use retention::Purged;
 pub use sagas::{NewSaga, NewSagaStep, SagaOutcome};
 pub use schedules::{FirePass, NameTaken};
 pub use webhooks::{NewEvent, ResendOutcome};
