@@ -39,8 +39,11 @@ CREATE TABLE saga_steps (
 );
 
 -- A saga as the API shows it (API.md "Sagas"), for reads, events and callbacks alike.
-CREATE FUNCTION conveyor_saga_json(s sagas) RETURNS jsonb LANGUAGE sql STABLE AS $$
-  SELECT jsonb_build_object(
+-- (PL/pgSQL rather than SQL here and below: its statements' plans are cached per session,
+-- where a non-inlinable SQL function is planned again at every call.)
+CREATE FUNCTION conveyor_saga_json(s sagas) RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+BEGIN
+  RETURN jsonb_build_object(
     'id', s.id, 'name', s.name, 'status', s.status, 'callback_url', s.callback_url,
     'created_at', conveyor_ts(s.created_at), 'updated_at', conveyor_ts(s.updated_at),
     'finished_at', conveyor_ts(s.finished_at),
@@ -49,14 +52,22 @@ CREATE FUNCTION conveyor_saga_json(s sagas) RETURNS jsonb LANGUAGE sql STABLE AS
                'name', st.name, 'status', st.status, 'job_id', st.job_id,
                'compensation_job_id', st.compensation_job_id, 'result', st.result,
                'error', st.error) ORDER BY st.position)
-      FROM saga_steps st WHERE st.saga_id = s.id), '[]'::jsonb))
-$$;
+      FROM saga_steps st WHERE st.saga_id = s.id), '[]'::jsonb));
+END $$;
 
 -- What a step's handler sees of its saga: the results of the steps before it (for a
 -- compensation, also the result of the step it undoes).
 CREATE FUNCTION conveyor_saga_context(for_job uuid, of_saga uuid) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-  SELECT jsonb_build_object(
+LANGUAGE plpgsql STABLE AS $$
+DECLARE me record;
+BEGIN
+  SELECT position, name, compensation_job_id IS NOT DISTINCT FROM for_job AS compensating
+    INTO me FROM saga_steps
+    WHERE saga_id = of_saga AND (job_id = for_job OR compensation_job_id = for_job);
+  IF NOT FOUND THEN
+    RETURN NULL;
+  END IF;
+  RETURN jsonb_build_object(
     'saga_id', of_saga, 'step', me.name, 'compensating', me.compensating,
     'results', COALESCE((
       SELECT jsonb_object_agg(st.name, st.result)
@@ -64,11 +75,8 @@ LANGUAGE sql STABLE AS $$
       WHERE st.saga_id = of_saga
         AND st.status IN ('succeeded', 'compensating', 'compensated', 'compensation_failed')
         AND (st.position < me.position OR (me.compensating AND st.position = me.position))),
-      '{}'::jsonb))
-  FROM (SELECT position, name, compensation_job_id IS NOT DISTINCT FROM for_job AS compensating
-        FROM saga_steps
-        WHERE saga_id = of_saga AND (job_id = for_job OR compensation_job_id = for_job)) me
-$$;
+      '{}'::jsonb));
+END $$;
 
 -- Queues the job of a step (or of its compensation) from the step's template, with its
 -- outbox row, and marks the step `running` (or `compensating`).
@@ -93,19 +101,22 @@ BEGIN
     UPDATE saga_steps SET status = 'running', job_id = new_id
       WHERE saga_id = saga AND position = pos;
   END IF;
-  UPDATE sagas SET updated_at = now() WHERE id = saga;
   RETURN new_id;
 END $$;
 
--- Ends a saga: its final status, its event, and its callback.
+-- Ends a saga: its final status, its event (when an endpoint of its tenant may want it) and
+-- its callback. Most sagas have neither, and building the body is most of the cost.
 CREATE FUNCTION conveyor_saga_finish(saga uuid, final text) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE s sagas; body jsonb; message uuid;
 BEGIN
   UPDATE sagas SET status = final, finished_at = now(), updated_at = now()
     WHERE id = saga RETURNING * INTO s;
-  body := conveyor_saga_json(s);
-  PERFORM conveyor_raise_events(ARRAY[s.tenant_id], ARRAY['saga.' || final], ARRAY[body]);
+  IF EXISTS (SELECT 1 FROM endpoints p WHERE p.tenant_id = s.tenant_id AND p.enabled) THEN
+    body := conveyor_saga_json(s);
+    PERFORM conveyor_raise_events(ARRAY[s.tenant_id], ARRAY['saga.' || final], ARRAY[body]);
+  END IF;
   IF s.callback_url IS NOT NULL THEN
+    body := COALESCE(body, conveyor_saga_json(s));
     message := conveyor_uuid_v7();
     INSERT INTO messages (id, tenant_id, event_type, body)
       VALUES (message, s.tenant_id, 'saga.' || final, body::text);
@@ -146,7 +157,8 @@ BEGIN
              AND status IN ('succeeded', 'dead', 'cancelled')
            ORDER BY saga_id, id
   LOOP
-    PERFORM 1 FROM sagas WHERE id = j.saga_id FOR UPDATE;
+    -- Locks the saga (one writer at a time) and stamps the change.
+    UPDATE sagas SET updated_at = now() WHERE id = j.saga_id;
     SELECT position, job_id = j.id AS forward INTO st FROM saga_steps
       WHERE saga_id = j.saga_id
         AND ((job_id = j.id AND status = 'running')
@@ -165,7 +177,7 @@ BEGIN
     ELSIF st.forward THEN
       UPDATE saga_steps SET status = 'dead', error = COALESCE(j.error, j.status)
         WHERE saga_id = j.saga_id AND position = st.position;
-      UPDATE sagas SET status = 'compensating', updated_at = now() WHERE id = j.saga_id;
+      UPDATE sagas SET status = 'compensating' WHERE id = j.saga_id;
       PERFORM conveyor_saga_compensate_next(j.saga_id, st.position);
     ELSIF j.status = 'succeeded' THEN
       UPDATE saga_steps SET status = 'compensated'

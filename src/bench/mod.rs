@@ -1,6 +1,6 @@
 //! `conveyor bench`: in `jobs` mode submits N `echo` jobs over HTTP with C concurrent
 //! clients, waits for them to finish, and reports intake rate, end-to-end rate and
-//! submit→finish latency. In `webhooks` mode see `webhooks.rs`.
+//! submit→finish latency. For the other modes see `webhooks.rs`, `sagas.rs`, `promote.rs`.
 //!
 //! Latency is measured on the server's clock: `finished_at - created_at` of each job (the
 //! commit of its submission to the commit of its outcome), so it covers the outbox, RabbitMQ,
@@ -23,12 +23,15 @@ use uuid::Uuid;
 use crate::app::{self, Roles};
 
 mod promote;
+mod sagas;
 mod webhooks;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
     Jobs,
     Webhooks,
+    /// Sagas of `--steps` echo steps, submit→completed.
+    Sagas,
     /// The scheduler's promotion of due jobs with many scheduled ones waiting, measured
     /// directly against a database of its own (no running Conveyor needed).
     Promote,
@@ -36,13 +39,17 @@ pub enum Mode {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// What to measure: jobs (submit→finish), webhooks (publish→received, fanned out) or
-    /// promote (the scheduler's promotion tick with --scheduled jobs waiting).
+    /// What to measure: jobs (submit→finish), webhooks (publish→received, fanned out),
+    /// sagas (submit→completed) or promote (the scheduler's promotion tick with --scheduled
+    /// jobs waiting).
     #[arg(long, value_enum, default_value = "jobs")]
     pub mode: Mode,
     /// Webhooks mode: endpoints every event fans out to (all on a receiver in this process).
     #[arg(long, default_value_t = 4)]
     pub endpoints: usize,
+    /// Sagas mode: steps per saga.
+    #[arg(long, default_value_t = 3)]
+    pub steps: usize,
     /// Promote mode: scheduled jobs waiting in the future.
     #[arg(long, default_value_t = 100_000)]
     pub scheduled: usize,
@@ -57,7 +64,7 @@ pub struct BenchArgs {
     /// (DATABASE_URL).
     #[arg(long, env = "CONVEYOR_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// Jobs (or events) to submit.
+    /// Jobs (or events, or sagas) to submit.
     #[arg(short = 'n', long, default_value_t = 20_000)]
     pub jobs: usize,
     /// Concurrent HTTP clients.
@@ -91,7 +98,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         return promote::run(&args).await;
     }
     let mut url = args.url.trim_end_matches('/').to_owned();
-    if args.mode == Mode::Webhooks {
+    if matches!(args.mode, Mode::Webhooks | Mode::Sagas) {
         // The receiver is local: a Conveyor started here must be allowed to call it.
         args.config.allow_private_targets = true;
     }
@@ -123,18 +130,27 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         .pool_max_idle_per_host(args.concurrency)
         .timeout(Duration::from_secs(90))
         .build()?;
-    let ready = client
-        .get(format!("{url}/readyz"))
-        .send()
-        .await
-        .with_context(|| format!("reaching {url}"))?;
-    anyhow::ensure!(
-        ready.status().is_success(),
-        "{url}/readyz answered {}",
-        ready.status()
-    );
+    // A Conveyor just started is ready once its first contact with RabbitMQ succeeded.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let ready = client
+            .get(format!("{url}/readyz"))
+            .send()
+            .await
+            .with_context(|| format!("reaching {url}"))?;
+        if ready.status().is_success() {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{url}/readyz answered {}",
+            ready.status()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let report = match args.mode {
         Mode::Webhooks => webhooks::run(&args, &client, &url, &key).await,
+        Mode::Sagas => sagas::run(&args, &client, &url, &key).await,
         _ => run_jobs(&args, &client, &url, &key).await,
     };
     if let Some(r) = running {
@@ -152,6 +168,19 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         report.unit
     );
     Ok(())
+}
+
+/// Serves `app` on a free port of 127.0.0.1 (the benchmark's own receivers): its base URL,
+/// and the task to abort when done.
+pub(crate) async fn serve_local(
+    app: axum::Router,
+) -> anyhow::Result<(String, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    Ok((
+        base,
+        tokio::spawn(async move { axum::serve(listener, app).await }),
+    ))
 }
 
 /// Runs `one(i)` for every i below `-n` from `-c` concurrent clients, at `--rate` per second
@@ -303,6 +332,7 @@ pub(crate) struct Report {
     unit: &'static str,
     n: usize,
     endpoints: usize,
+    steps: usize,
     concurrency: usize,
     rate: u64,
     intake_per_s: f64,
@@ -331,6 +361,7 @@ impl Report {
             unit,
             n: latencies.len(),
             endpoints: args.endpoints,
+            steps: args.steps,
             concurrency: args.concurrency,
             rate: args.rate,
             intake_per_s,
@@ -352,10 +383,12 @@ impl Report {
                 self.n / self.endpoints.max(1),
                 self.endpoints
             ),
+            Mode::Sagas => format!("{} sagas of {} echo steps", self.n, self.steps),
         };
         let (intake_unit, latency) = match self.mode {
             Mode::Jobs | Mode::Promote => ("jobs/s", "submit→finish"),
             Mode::Webhooks => ("events/s", "publish→received"),
+            Mode::Sagas => ("sagas/s", "submit→completed"),
         };
         println!(
             "conveyor bench: {what}, {} clients, offered rate {}",
@@ -389,6 +422,7 @@ impl Report {
         let mode = match self.mode {
             Mode::Jobs | Mode::Promote => "jobs",
             Mode::Webhooks => "webhooks",
+            Mode::Sagas => "sagas",
         };
         let mut out = json!({
             "mode": mode, "n": self.n, "concurrency": self.concurrency, "rate": self.rate,
@@ -398,6 +432,9 @@ impl Report {
         });
         if self.mode == Mode::Webhooks {
             out["endpoints"] = json!(self.endpoints);
+        }
+        if self.mode == Mode::Sagas {
+            out["steps"] = json!(self.steps);
         }
         out.to_string()
     }

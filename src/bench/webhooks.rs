@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::{paced, BenchArgs, Report};
+use super::{paced, serve_local, BenchArgs, Report};
 
 #[derive(Default)]
 struct Arrivals {
@@ -57,12 +57,12 @@ pub(super) async fn run(
     key: &str,
 ) -> anyhow::Result<Report> {
     let arrivals = Arc::new(Arrivals::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let receiver = format!("http://{}", listener.local_addr()?);
-    let app = Router::new()
-        .route("/{endpoint}", post(receive))
-        .with_state(arrivals.clone());
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let (receiver, server) = serve_local(
+        Router::new()
+            .route("/{endpoint}", post(receive))
+            .with_state(arrivals.clone()),
+    )
+    .await?;
 
     // An event type of this run only: endpoints left by an earlier, interrupted run get none.
     let event_type = format!("bench.tick.{}", Uuid::new_v4().simple());
