@@ -76,6 +76,30 @@ impl FromRequest<AppState> for JsonBody {
     }
 }
 
+/// A JSON body that may be left out: no body at all is `None`; one that is there is read
+/// as `JsonBody` reads it.
+pub struct OptionalJsonBody(pub Option<Value>);
+
+impl FromRequest<AppState> for OptionalJsonBody {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request<Body>, state: &AppState) -> Result<Self, Problem> {
+        if req.headers().contains_key(header::CONTENT_TYPE) {
+            return JsonBody::from_request(req, state)
+                .await
+                .map(|JsonBody(v)| OptionalJsonBody(Some(v)));
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), state.max_body_bytes)
+            .await
+            .map_err(|_| Problem::bad_request("could not read the request body"))?;
+        if bytes.is_empty() {
+            Ok(OptionalJsonBody(None))
+        } else {
+            Err(Problem::unsupported_media_type())
+        }
+    }
+}
+
 /// The id in the path: a bad one (not a UUID, not UTF-8) is a 400 problem.
 pub struct PathId(pub uuid::Uuid);
 
@@ -89,6 +113,20 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
         uuid::Uuid::parse_str(&raw)
             .map(PathId)
             .map_err(|_| Problem::bad_request(format!("{raw:?} is not a valid id (a UUID)")))
+    }
+}
+
+/// A name in the path (a queue's): text that is not valid is a 400 problem.
+pub struct PathName(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathName {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(name)| PathName(name))
+            .map_err(|_| Problem::bad_request("the name in the path is not valid text"))
     }
 }
 

@@ -4,6 +4,7 @@
 mod auth;
 mod extract;
 mod jobs;
+mod operators;
 mod paging;
 pub mod problem;
 mod sagas;
@@ -120,6 +121,7 @@ pub fn router(state: AppState) -> Router {
         .merge(webhooks::router())
         .merge(schedules::router())
         .merge(sagas::router())
+        .merge(operators::router())
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
         .with_state(state)

@@ -259,6 +259,39 @@ pub async fn parse_job(
     })
 }
 
+/// Checks a replacement payload for a stored job of `job_type` as a submission's would be.
+pub fn check_payload(
+    rules: &JobRules<'_>,
+    job_type: &str,
+    payload: &Value,
+    field: &str,
+) -> Vec<FieldError> {
+    if let Some(path) = find_nul(payload, field) {
+        return vec![FieldError::new(
+            path,
+            "must not contain the NUL character (\\u0000)",
+        )];
+    }
+    if !rules.catalog.contains(job_type) {
+        return vec![FieldError::new(
+            "type",
+            format!("job type {job_type:?} is no longer registered; it cannot run"),
+        )];
+    }
+    rules
+        .catalog
+        .check_payload(
+            job_type,
+            payload,
+            &CheckContext {
+                allow_private_targets: rules.allow_private_targets,
+            },
+        )
+        .into_iter()
+        .map(|(f, m)| FieldError::new(f.replacen("payload", field, 1), m))
+        .collect()
+}
+
 /// The path of the first string (or object key) holding U+0000, if any.
 fn find_nul(v: &Value, path: &str) -> Option<String> {
     let join = |key: &str| {

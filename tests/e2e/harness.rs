@@ -290,6 +290,22 @@ impl TestApp {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// Sends `body` and asserts a `422` problem naming `field` among its errors.
+    pub async fn assert_rejects(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+        field: &str,
+    ) {
+        let (status, p) = self.request(method, path, Some(body)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {p}");
+        let named = p["errors"]
+            .as_array()
+            .is_some_and(|errs| errs.iter().any(|e| e["field"] == field));
+        assert!(named, "{body}: expected {field} named in {p}");
+    }
+
     /// Submits a job and returns it, asserting it was accepted.
     pub async fn submit(&self, body: Value) -> Job {
         let (status, job) = self.post("/v1/jobs", &body).await;

@@ -9,6 +9,7 @@ mod auth;
 mod crash;
 mod jobs;
 mod leases;
+mod operators;
 mod outage;
 mod receiver;
 mod retention;

@@ -319,22 +319,8 @@ async fn bad_sagas_get_422_naming_the_field_and_store_nothing() {
         (json!([step]), "body"),
     ];
     for (body, field) in cases {
-        let (status, problem) = app.post("/v1/sagas", &body).await;
-        assert_eq!(
-            status,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "{body}: {problem}"
-        );
-        let fields: Vec<&str> = problem["errors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["field"].as_str().unwrap())
-            .collect();
-        assert!(
-            fields.contains(&field),
-            "{body}: expected {field} in {problem}"
-        );
+        app.assert_rejects(Method::POST, "/v1/sagas", &body, field)
+            .await;
     }
     let too_many: Vec<Value> = (0..101)
         .map(|i| json!({"name": format!("s{i}"), "job": {"type": "echo"}}))

@@ -7,7 +7,7 @@
 //! expires, when the scheduler's reaper runs them again.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -31,7 +31,7 @@ use lapin::{
     types::FieldTable,
 };
 use serde_json::Value;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -42,6 +42,8 @@ use crate::handler::{JobContext, JobError, Registry};
 const MAX_BATCH: usize = 100;
 /// How long a stopped worker waits for its tasks after handing its jobs back.
 const FINAL_WAIT: Duration = Duration::from_secs(10);
+/// How often a worker reads which queues are paused: a pause takes effect within this.
+const PAUSE_POLL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -161,9 +163,14 @@ impl Worker {
         let tracker = TaskTracker::new();
         let heartbeat = tokio::spawn(inner.clone().heartbeat_loop());
         let permits = Arc::new(Semaphore::new(inner.cfg.concurrency));
+        let paused = watch_paused(inner.store.clone(), shutdown.clone()).await;
         let mut backoff = reconnect_backoff();
         while !shutdown.is_cancelled() {
-            match inner.clone().consume(&permits, &tracker, &shutdown).await {
+            match inner
+                .clone()
+                .consume(&permits, &tracker, &shutdown, paused.clone())
+                .await
+            {
                 Ok(()) => backoff.reset(),
                 Err(e) => {
                     let wait = backoff.next_backoff().unwrap_or(Duration::from_secs(3));
@@ -208,6 +215,40 @@ impl Worker {
     }
 }
 
+/// The set of paused queues, read every `PAUSE_POLL`. While PostgreSQL cannot be read the
+/// last known set stands.
+async fn watch_paused(
+    store: Store,
+    shutdown: CancellationToken,
+) -> watch::Receiver<BTreeSet<String>> {
+    let read = |store: Store| async move {
+        store
+            .paused_queues()
+            .await
+            .map(|q| q.into_iter().collect::<BTreeSet<String>>())
+    };
+    let (tx, rx) = watch::channel(read(store.clone()).await.unwrap_or_default());
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(PAUSE_POLL) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            match read(store.clone()).await {
+                Ok(now) => {
+                    tx.send_if_modified(|seen| {
+                        let changed = *seen != now;
+                        *seen = now;
+                        changed
+                    });
+                }
+                Err(e) => tracing::debug!(error = %e, "could not read paused queues"),
+            }
+        }
+    });
+    rx
+}
+
 /// Records a batch of outcomes in one statement. If PostgreSQL refuses the batch (rather
 /// than being unreachable), each outcome is tried alone so that only the one it refuses
 /// fails.
@@ -241,13 +282,34 @@ async fn record_batch(store: &Store, reqs: &[Finish]) -> anyhow::Result<Vec<Reco
 }
 
 impl Inner {
-    /// One connection's life: returns Ok on shutdown, Err when the connection failed.
+    /// One connection's life, consuming the queues that are not paused: returns Ok on
+    /// shutdown or when the paused set changes (to consume the new set), Err when the
+    /// connection failed. Messages prefetched but not yet claimed go back to their queue when
+    /// the channel closes; jobs already running finish.
     async fn consume(
         self: Arc<Self>,
         permits: &Arc<Semaphore>,
         tracker: &TaskTracker,
         shutdown: &CancellationToken,
+        mut paused: watch::Receiver<BTreeSet<String>>,
     ) -> anyhow::Result<()> {
+        let active: Vec<String> = {
+            let paused = paused.borrow_and_update();
+            self.cfg
+                .queues
+                .iter()
+                .filter(|q| !paused.contains(*q))
+                .cloned()
+                .collect()
+        };
+        if active.is_empty() {
+            tracing::info!("every queue of this worker is paused");
+            tokio::select! {
+                _ = paused.changed() => {}
+                _ = shutdown.cancelled() => {}
+            }
+            return Ok(());
+        }
         let conn = tokio::time::timeout(
             Duration::from_secs(30),
             broker::connect(&self.cfg.amqp_url, &format!("conveyor-worker {}", self.id)),
@@ -262,7 +324,7 @@ impl Inner {
             .basic_qos(prefetch, BasicQosOptions::default())
             .await?;
         let mut consumers = Vec::new();
-        for q in &self.cfg.queues {
+        for q in &active {
             broker::declare_job_queue(&conn, &self.cfg.topology, q).await?;
             let consumer = channel
                 .basic_consume(
@@ -282,10 +344,12 @@ impl Inner {
             let permit = tokio::select! {
                 p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
                 _ = shutdown.cancelled() => break,
+                _ = paused.changed() => break,
             };
             let delivery = tokio::select! {
                 d = deliveries.next() => d,
                 _ = shutdown.cancelled() => break,
+                _ = paused.changed() => break,
             };
             match delivery {
                 Some(Ok(delivery)) => {

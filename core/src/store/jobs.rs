@@ -8,12 +8,13 @@ use uuid::Uuid;
 use super::{millis, Store, JOB_FINISHED_CHANNEL};
 use crate::model::{Attempt, Job, JobStatus, NewJob};
 
-const JOB_COLUMNS: &str = "id, type, queue, status, priority, payload, result, error, attempts, \
+pub(super) const JOB_COLUMNS: &str =
+    "id, type, queue, status, priority, payload, result, error, attempts, \
      max_attempts, timeout_seconds, run_at, created_at, started_at, finished_at, callback_url, \
      saga_id, metadata";
 
 #[derive(sqlx::FromRow)]
-struct JobRow {
+pub(super) struct JobRow {
     id: Uuid,
     #[sqlx(rename = "type")]
     job_type: String,

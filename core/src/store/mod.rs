@@ -4,6 +4,7 @@
 mod deliveries;
 mod jobs;
 mod keys;
+mod operators;
 mod retention;
 mod sagas;
 mod schedules;
@@ -12,6 +13,7 @@ mod webhooks;
 pub use deliveries::{ClaimLimits, ClaimedDelivery, DeliveryOutcome, HealthRules, NextStep};
 pub use jobs::{CancelOutcome, Claim, ClaimedJob, Finish, InsertOutcome, JobFilter};
 pub use keys::{generate_key, hash_key};
+pub use operators::{AuditEntry, DeadFilter, QueueStats, Replay};
 pub use retention::Purged;
 pub use sagas::{NewSaga, NewSagaStep, SagaOutcome};
 pub use schedules::{FirePass, NameTaken};

@@ -1,0 +1,395 @@
+//! Operators' routes (API.md "Dead letters", "Queues and operations"): replay one job, list
+//! and bulk-replay dead letters (with a dry run), the audit log, queue statistics and pause.
+
+use axum::{
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use chrono::{DateTime, Utc};
+use conveyor_core::{
+    store::{DeadFilter, QueueStats, Replay},
+    Job, Scope,
+};
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use crate::{
+    auth::Auth,
+    extract::{located, JsonBody, OptionalJsonBody, PathId, PathName, QueryPairs},
+    paging::{page, paging},
+    problem::{ApiResult, FieldError, Problem},
+    validate::check_payload,
+    AppState,
+};
+
+/// Jobs one bulk replay request goes through at most; the answer says how many matched, so
+/// the caller can go again for the rest.
+pub const MAX_BULK_REPLAY: usize = 10_000;
+const MAX_IDS: usize = 1_000;
+/// Dead jobs read and replayed per transaction in a bulk replay.
+const REPLAY_PAGE: i64 = 500;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/jobs/{id}/replay", post(replay_one))
+        .route("/v1/dead-letters", get(list_dead))
+        .route("/v1/dead-letters/replay", post(replay_bulk))
+        .route("/v1/audit-log", get(audit_log))
+        .route("/v1/queues", get(queues))
+        .route("/v1/queues/{name}/pause", post(pause))
+        .route("/v1/queues/{name}/resume", post(resume))
+}
+
+/// `POST /v1/jobs/{id}/replay`, body `{"payload"?}`: a dead or cancelled job runs again with a
+/// fresh attempt budget; its attempts so far stay.
+async fn replay_one(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathId(id): PathId,
+    OptionalJsonBody(body): OptionalJsonBody,
+) -> ApiResult<Response> {
+    let p = auth.require(Scope::JobsWrite)?;
+    let payload = match body {
+        None => None,
+        Some(Value::Object(mut o)) => {
+            if let Some(extra) = o.keys().find(|k| *k != "payload") {
+                return Err(Problem::validation(vec![FieldError::new(
+                    extra.clone(),
+                    "unknown field",
+                )]));
+            }
+            o.remove("payload")
+        }
+        Some(_) => {
+            return Err(Problem::validation(vec![FieldError::new(
+                "body",
+                "must be a JSON object",
+            )]))
+        }
+    };
+    let job = state
+        .store
+        .get_job(p.tenant_id, id)
+        .await?
+        .ok_or_else(|| Problem::not_found("no such job"))?;
+    if let Some(payload) = &payload {
+        let errs = check_payload(
+            &crate::jobs::rules(&state),
+            &job.job_type,
+            payload,
+            "payload",
+        );
+        if !errs.is_empty() {
+            return Err(Problem::validation(errs));
+        }
+    }
+    let replay = Replay {
+        job_id: id,
+        payload,
+    };
+    let replayed = state
+        .store
+        .replay_jobs(p.tenant_id, p.key_id, &[replay], false)
+        .await?;
+    match replayed.into_iter().next() {
+        Some(job) => {
+            state.relay.kick();
+            let location = format!("/v1/jobs/{}", job.id);
+            Ok(located(StatusCode::ACCEPTED, location, job))
+        }
+        None if job.saga_id.is_some() => Err(Problem::conflict(
+            "the job is a saga's step: its saga has moved on, so it cannot run again alone",
+        )),
+        None => Err(Problem::conflict(format!(
+            "only dead or cancelled jobs can be replayed; this one is {}",
+            latest_status(&state, p.tenant_id, id).await?
+        ))),
+    }
+}
+
+async fn latest_status(state: &AppState, tenant_id: Uuid, id: Uuid) -> ApiResult<String> {
+    Ok(state
+        .store
+        .get_job(tenant_id, id)
+        .await?
+        .map(|j| j.status.to_string())
+        .unwrap_or_else(|| "gone".into()))
+}
+
+fn parse_since(field: &str, v: &str) -> Result<DateTime<Utc>, FieldError> {
+    DateTime::parse_from_rfc3339(v)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| FieldError::new(field, "must be an RFC 3339 time"))
+}
+
+fn check_queue(state: &AppState, field: &str, q: &str) -> Result<String, FieldError> {
+    if state.queues.iter().any(|known| known == q) {
+        Ok(q.to_owned())
+    } else {
+        Err(FieldError::new(
+            field,
+            format!(
+                "unknown queue {q:?}; this deployment has: {}",
+                state.queues.join(", ")
+            ),
+        ))
+    }
+}
+
+fn check_type(field: &str, t: &str) -> Result<String, FieldError> {
+    if !t.is_empty() && t.len() <= 200 && !t.contains('\0') {
+        Ok(t.to_owned())
+    } else {
+        Err(FieldError::new(
+            field,
+            "must be 1-200 characters, without NUL",
+        ))
+    }
+}
+
+async fn list_dead(
+    State(state): State<AppState>,
+    auth: Auth,
+    QueryPairs(q): QueryPairs,
+) -> ApiResult<Json<Value>> {
+    let p = auth.require(Scope::JobsRead)?;
+    let mut f = DeadFilter::default();
+    let (limit, before) = paging(&q, |k, v| {
+        let set = match k {
+            "queue" => check_queue(&state, k, v).map(|q| f.queue = Some(q)),
+            "type" => check_type(k, v).map(|t| f.job_type = Some(t)),
+            "since" => parse_since(k, v).map(|t| f.since = Some(t)),
+            _ => return None,
+        };
+        Some(set)
+    })?;
+    let jobs = state
+        .store
+        .dead_letters(p.tenant_id, &f, before, limit + 1)
+        .await?;
+    Ok(page(jobs, limit, |j| j.id))
+}
+
+/// The body of a bulk replay: a filter, `dry_run`, and `payload_patch` (merged into each
+/// payload at the top level, as a JSON merge patch: `null` removes a key).
+struct BulkReplay {
+    filter: DeadFilter,
+    dry_run: bool,
+    patch: Option<Map<String, Value>>,
+}
+
+fn parse_bulk(state: &AppState, body: &Value) -> Result<BulkReplay, Vec<FieldError>> {
+    let Some(obj) = body.as_object() else {
+        return Err(vec![FieldError::new("body", "must be a JSON object")]);
+    };
+    let mut errs = Vec::new();
+    let mut b = BulkReplay {
+        filter: DeadFilter::default(),
+        dry_run: false,
+        patch: None,
+    };
+    for (k, v) in obj {
+        let set: Result<(), FieldError> = match (k.as_str(), v) {
+            (_, Value::Null) => Ok(()),
+            ("queue", Value::String(q)) => {
+                check_queue(state, k, q).map(|q| b.filter.queue = Some(q))
+            }
+            ("type", Value::String(t)) => check_type(k, t).map(|t| b.filter.job_type = Some(t)),
+            ("since", Value::String(s)) => parse_since(k, s).map(|t| b.filter.since = Some(t)),
+            ("ids", Value::Array(ids)) if !ids.is_empty() && ids.len() <= MAX_IDS => ids
+                .iter()
+                .map(|id| id.as_str().and_then(|s| Uuid::parse_str(s).ok()))
+                .collect::<Option<Vec<Uuid>>>()
+                .map(|ids| b.filter.ids = Some(ids))
+                .ok_or_else(|| FieldError::new("ids", "must hold job ids (UUIDs)")),
+            ("ids", _) => Err(FieldError::new(
+                "ids",
+                format!("must be an array of 1 to {MAX_IDS} job ids"),
+            )),
+            ("dry_run", Value::Bool(d)) => {
+                b.dry_run = *d;
+                Ok(())
+            }
+            ("payload_patch", Value::Object(patch)) => {
+                b.patch = Some(patch.clone());
+                Ok(())
+            }
+            ("payload_patch", _) => Err(FieldError::new("payload_patch", "must be an object")),
+            ("queue" | "type" | "since", _) => Err(FieldError::new(k.clone(), "must be a string")),
+            ("dry_run", _) => Err(FieldError::new("dry_run", "must be a boolean")),
+            (other, _) => Err(FieldError::new(other, "unknown field")),
+        };
+        if let Err(e) = set {
+            errs.push(e);
+        }
+    }
+    let f = &b.filter;
+    if f.queue.is_none()
+        && f.job_type.is_none()
+        && f.since.is_none()
+        && f.ids.is_none()
+        && errs.is_empty()
+    {
+        errs.push(FieldError::new(
+            "body",
+            "name at least one of queue, type, since, ids: a replay of every dead job must be asked for by name",
+        ));
+    }
+    if errs.is_empty() {
+        Ok(b)
+    } else {
+        Err(errs)
+    }
+}
+
+fn merge_patch(payload: &Value, patch: &Map<String, Value>) -> Value {
+    let mut out = match payload {
+        Value::Object(o) => o.clone(),
+        _ => Map::new(),
+    };
+    for (k, v) in patch {
+        if v.is_null() {
+            out.remove(k);
+        } else {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    Value::Object(out)
+}
+
+/// `POST /v1/dead-letters/replay`: `{"matched", "replayed", "skipped": [{id, errors}]}`. A dry
+/// run counts and changes nothing. Each page of dead jobs is replayed in a transaction of its
+/// own, so a large replay never holds many rows locked.
+async fn replay_bulk(
+    State(state): State<AppState>,
+    auth: Auth,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    let p = auth.require(Scope::Admin)?;
+    let b = parse_bulk(&state, &body).map_err(Problem::validation)?;
+    let matched = state
+        .store
+        .count_dead_letters(p.tenant_id, &b.filter)
+        .await?;
+    if b.dry_run {
+        return Ok(Json(
+            json!({"dry_run": true, "matched": matched, "replayed": 0}),
+        ));
+    }
+    let rules = crate::jobs::rules(&state);
+    let (mut replayed, mut seen, mut before) = (0usize, 0usize, None);
+    let mut skipped = Vec::new();
+    while seen < MAX_BULK_REPLAY {
+        let batch = REPLAY_PAGE.min((MAX_BULK_REPLAY - seen) as i64);
+        let jobs: Vec<Job> = state
+            .store
+            .dead_letters(p.tenant_id, &b.filter, before, batch)
+            .await?;
+        seen += jobs.len();
+        before = jobs.last().map(|j| j.id);
+        let mut replays = Vec::with_capacity(jobs.len());
+        for job in &jobs {
+            let payload = b
+                .patch
+                .as_ref()
+                .map(|patch| merge_patch(&job.payload, patch));
+            if let Some(new) = &payload {
+                let errs = check_payload(&rules, &job.job_type, new, "payload");
+                if !errs.is_empty() {
+                    skipped.push(json!({"id": job.id, "errors": errs}));
+                    continue;
+                }
+            }
+            replays.push(Replay {
+                job_id: job.id,
+                payload,
+            });
+        }
+        if !replays.is_empty() {
+            replayed += state
+                .store
+                .replay_jobs(p.tenant_id, p.key_id, &replays, true)
+                .await?
+                .len();
+            state.relay.kick();
+        }
+        if (jobs.len() as i64) < batch {
+            break;
+        }
+    }
+    Ok(Json(json!({
+        "dry_run": false, "matched": matched, "replayed": replayed, "skipped": skipped,
+    })))
+}
+
+async fn audit_log(
+    State(state): State<AppState>,
+    auth: Auth,
+    QueryPairs(q): QueryPairs,
+) -> ApiResult<Json<Value>> {
+    let p = auth.require(Scope::Admin)?;
+    let mut target = None;
+    let (limit, before) = paging(&q, |k, v| match k {
+        "target" if !v.is_empty() && v.len() <= 200 && !v.contains('\0') => {
+            target = Some(v.to_owned());
+            Some(Ok(()))
+        }
+        "target" => Some(Err(FieldError::new(
+            "target",
+            "must be a job id or a queue name",
+        ))),
+        _ => None,
+    })?;
+    let entries = state
+        .store
+        .audit_log(p.tenant_id, target.as_deref(), before, limit + 1)
+        .await?;
+    Ok(page(entries, limit, |e| e.id))
+}
+
+async fn queues(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
+    let p = auth.require(Scope::JobsRead)?;
+    let stats: Vec<QueueStats> = state.store.queue_stats(p.tenant_id, &state.queues).await?;
+    Ok(Json(json!({ "data": stats })))
+}
+
+async fn set_paused(
+    state: AppState,
+    auth: Auth,
+    name: String,
+    paused: bool,
+) -> ApiResult<Response> {
+    let p = auth.require(Scope::Admin)?;
+    if !state.queues.contains(&name) {
+        return Err(Problem::not_found(format!(
+            "no queue {name:?} in this deployment"
+        )));
+    }
+    state
+        .store
+        .set_queue_paused(p.tenant_id, p.key_id, &name, paused)
+        .await?;
+    let stats = state.store.queue_stats(p.tenant_id, &state.queues).await?;
+    let queue = stats.into_iter().find(|q| q.name == name);
+    Ok((StatusCode::OK, Json(queue)).into_response())
+}
+
+/// Workers stop taking the queue's jobs (within a second); submissions are still accepted.
+async fn pause(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathName(name): PathName,
+) -> ApiResult<Response> {
+    set_paused(state, auth, name, true).await
+}
+
+async fn resume(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathName(name): PathName,
+) -> ApiResult<Response> {
+    set_paused(state, auth, name, false).await
+}

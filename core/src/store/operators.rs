@@ -1,0 +1,285 @@
+//! Operators' tools: dead letters and their replay (each replay audited), queue statistics,
+//! queue pause.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{
+    jobs::{JobRow, JOB_COLUMNS},
+    Store,
+};
+use crate::model::Job;
+
+/// Which dead jobs: every field narrows.
+#[derive(Debug, Default, Clone)]
+pub struct DeadFilter {
+    pub queue: Option<String>,
+    pub job_type: Option<String>,
+    /// Died at or after.
+    pub since: Option<DateTime<Utc>>,
+    pub ids: Option<Vec<Uuid>>,
+}
+
+/// A job to replay, with the payload to replay it with (`None`: its own).
+#[derive(Debug, Clone)]
+pub struct Replay {
+    pub job_id: Uuid,
+    pub payload: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct AuditEntry {
+    pub id: Uuid,
+    pub key_id: Option<Uuid>,
+    pub action: String,
+    pub target: String,
+    pub details: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One queue as an operator sees it: the tenant's jobs in it, and whether it is paused.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueueStats {
+    pub name: String,
+    pub paused: bool,
+    /// Jobs waiting or in flight, and dead, by status.
+    pub counts: serde_json::Map<String, Value>,
+    /// Seconds the oldest `queued` job has waited.
+    pub oldest_queued_age_seconds: Option<f64>,
+    /// Jobs that ended in the last minute, by status (succeeded, dead, cancelled).
+    pub last_minute: serde_json::Map<String, Value>,
+}
+
+const DEAD_WHERE: &str = "tenant_id = $1 AND status = 'dead'
+    AND ($2::text IS NULL OR queue = $2) AND ($3::text IS NULL OR type = $3)
+    AND ($4::timestamptz IS NULL OR finished_at >= $4) AND ($5::uuid[] IS NULL OR id = ANY ($5))";
+
+impl Store {
+    /// Dead jobs, newest first; `before` is the keyset cursor.
+    pub async fn dead_letters(
+        &self,
+        tenant_id: Uuid,
+        f: &DeadFilter,
+        before: Option<Uuid>,
+        limit: i64,
+    ) -> sqlx::Result<Vec<Job>> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE {DEAD_WHERE} AND ($6::uuid IS NULL OR id < $6)
+             ORDER BY id DESC LIMIT $7"
+        );
+        let rows: Vec<JobRow> = sqlx::query_as(&sql)
+            .bind(tenant_id)
+            .bind(f.queue.as_deref())
+            .bind(f.job_type.as_deref())
+            .bind(f.since)
+            .bind(f.ids.as_deref())
+            .bind(before)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(Job::from).collect())
+    }
+
+    pub async fn count_dead_letters(&self, tenant_id: Uuid, f: &DeadFilter) -> sqlx::Result<i64> {
+        let sql = format!("SELECT count(*) FROM jobs WHERE {DEAD_WHERE}");
+        sqlx::query_scalar(&sql)
+            .bind(tenant_id)
+            .bind(f.queue.as_deref())
+            .bind(f.job_type.as_deref())
+            .bind(f.since)
+            .bind(f.ids.as_deref())
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// Puts `dead` or `cancelled` jobs back in their queue with a fresh attempt budget,
+    /// keeping their attempts, each with an audit row naming `key_id`, in one transaction.
+    /// A job that is not (or no longer) dead or cancelled, or is a saga's step (its saga has
+    /// moved on), is left alone and missing from the answer.
+    pub async fn replay_jobs(
+        &self,
+        tenant_id: Uuid,
+        key_id: Uuid,
+        replays: &[Replay],
+        bulk: bool,
+    ) -> sqlx::Result<Vec<Job>> {
+        let ids: Vec<Uuid> = replays.iter().map(|r| r.job_id).collect();
+        let payloads: Vec<Option<Value>> = replays.iter().map(|r| r.payload.clone()).collect();
+        let sql = format!(
+            "WITH r AS (SELECT * FROM unnest($2::uuid[], $3::jsonb[]) AS r(id, payload)),
+             picked AS (
+               SELECT j.id, j.status, j.attempts, r.payload FROM jobs j JOIN r ON r.id = j.id
+               WHERE j.tenant_id = $1 AND j.status IN ('dead', 'cancelled') AND j.saga_id IS NULL
+               FOR UPDATE OF j),
+             replayed AS (
+               UPDATE jobs j SET status = 'queued', enqueued_at = now(), run_at = now(),
+                 result = NULL, error = NULL, started_at = NULL, finished_at = NULL,
+                 payload = COALESCE(p.payload, j.payload),
+                 attempt_budget = COALESCE(j.attempt_budget, j.max_attempts),
+                 max_attempts = j.attempts + COALESCE(j.attempt_budget, j.max_attempts)
+               FROM picked p WHERE j.id = p.id
+               RETURNING j.*),
+             o AS (
+               INSERT INTO outbox (kind, routing_key, job_id)
+               SELECT 'job', queue, id FROM replayed),
+             a AS (
+               INSERT INTO audit_log (id, tenant_id, key_id, action, target, details)
+               SELECT conveyor_uuid_v7(), $1, $4, 'job.replayed', p.id::text,
+                 jsonb_build_object('from_status', p.status, 'attempts_before', p.attempts,
+                                    'payload_changed', p.payload IS NOT NULL, 'bulk', $5)
+               FROM picked p)
+             SELECT {JOB_COLUMNS} FROM replayed ORDER BY id DESC"
+        );
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<JobRow> = sqlx::query_as(&sql)
+            .bind(tenant_id)
+            .bind(&ids)
+            .bind(&payloads)
+            .bind(key_id)
+            .bind(bulk)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(rows.into_iter().map(Job::from).collect())
+    }
+
+    /// The tenant's audit log, newest first, optionally of one target (a job id, a queue).
+    pub async fn audit_log(
+        &self,
+        tenant_id: Uuid,
+        target: Option<&str>,
+        before: Option<Uuid>,
+        limit: i64,
+    ) -> sqlx::Result<Vec<AuditEntry>> {
+        sqlx::query_as(
+            "SELECT id, key_id, action, target, details, created_at FROM audit_log
+             WHERE tenant_id = $1 AND ($2::text IS NULL OR target = $2)
+               AND ($3::uuid IS NULL OR id < $3)
+             ORDER BY id DESC LIMIT $4",
+        )
+        .bind(tenant_id)
+        .bind(target)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// The tenant's view of `queues`. Every count walks a partial index of live (or dead, or
+    /// recently finished) jobs, so the cost does not grow with the jobs kept for retention.
+    pub async fn queue_stats(
+        &self,
+        tenant_id: Uuid,
+        queues: &[String],
+    ) -> sqlx::Result<Vec<QueueStats>> {
+        let rows: Vec<(String, String, bool, i64, Option<f64>)> = sqlx::query_as(
+            "SELECT queue, status, false, count(*),
+                    extract(epoch FROM now() - min(enqueued_at))::float8
+             FROM jobs WHERE tenant_id = $1 AND status = 'queued' GROUP BY queue, status
+             UNION ALL
+             SELECT queue, status, false, count(*), NULL FROM jobs
+             WHERE tenant_id = $1 AND status IN ('scheduled', 'retrying')
+             GROUP BY queue, status
+             UNION ALL
+             SELECT queue, status, false, count(*), NULL FROM jobs
+             WHERE tenant_id = $1 AND status = 'running'
+             GROUP BY queue, status
+             UNION ALL
+             SELECT queue, status, false, count(*), NULL FROM jobs
+             WHERE tenant_id = $1 AND status = 'dead' GROUP BY queue, status
+             UNION ALL
+             SELECT queue, status, true, count(*), NULL FROM jobs
+             WHERE tenant_id = $1 AND finished_at > now() - interval '1 minute'
+             GROUP BY queue, status",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let paused = self.paused_queues().await?;
+        Ok(queues
+            .iter()
+            .map(|name| {
+                let mut q = QueueStats {
+                    name: name.clone(),
+                    paused: paused.contains(name),
+                    counts: ["scheduled", "queued", "running", "retrying", "dead"]
+                        .iter()
+                        .map(|s| (s.to_string(), Value::from(0)))
+                        .collect(),
+                    oldest_queued_age_seconds: None,
+                    last_minute: ["succeeded", "dead", "cancelled"]
+                        .iter()
+                        .map(|s| (s.to_string(), Value::from(0)))
+                        .collect(),
+                };
+                for (_, status, recent, n, age) in rows.iter().filter(|r| &r.0 == name) {
+                    let into = if *recent {
+                        &mut q.last_minute
+                    } else {
+                        &mut q.counts
+                    };
+                    into.insert(status.clone(), Value::from(*n));
+                    if age.is_some() {
+                        q.oldest_queued_age_seconds = *age;
+                    }
+                }
+                q
+            })
+            .collect())
+    }
+
+    /// Pauses (or resumes) a queue for every worker; audited. Returns whether it changed.
+    pub async fn set_queue_paused(
+        &self,
+        tenant_id: Uuid,
+        key_id: Uuid,
+        queue: &str,
+        paused: bool,
+    ) -> sqlx::Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let changed = if paused {
+            sqlx::query(
+                "INSERT INTO queue_pauses (queue, tenant_id, key_id) VALUES ($1, $2, $3)
+                 ON CONFLICT (queue) DO NOTHING",
+            )
+            .bind(queue)
+            .bind(tenant_id)
+            .bind(key_id)
+            .execute(&mut *tx)
+            .await?
+        } else {
+            sqlx::query("DELETE FROM queue_pauses WHERE queue = $1")
+                .bind(queue)
+                .execute(&mut *tx)
+                .await?
+        }
+        .rows_affected()
+            == 1;
+        if changed {
+            sqlx::query(
+                "INSERT INTO audit_log (id, tenant_id, key_id, action, target)
+                 VALUES (conveyor_uuid_v7(), $1, $2, $3, $4)",
+            )
+            .bind(tenant_id)
+            .bind(key_id)
+            .bind(if paused {
+                "queue.paused"
+            } else {
+                "queue.resumed"
+            })
+            .bind(queue)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    pub async fn paused_queues(&self) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar("SELECT queue FROM queue_pauses ORDER BY queue")
+            .fetch_all(&self.pool)
+            .await
+    }
+}

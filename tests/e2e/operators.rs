@@ -1,0 +1,375 @@
+//! Operators: dead letters listed, dry-run and bulk replay (with a payload fix) audited, single
+//! replays, and a paused queue that accepts jobs but runs none until resumed.
+
+use std::time::{Duration, Instant};
+
+use conveyor::app::Roles;
+use conveyor_core::{JobStatus, Scope};
+use conveyor_worker::{JobContext, JobError, Registry};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::harness::TestApp;
+
+/// Built-ins, plus `flaky`: fails for good unless its payload says `"fixed": true`.
+fn registry() -> Registry {
+    let mut r = Registry::with_builtins();
+    r.register("flaky", |ctx: JobContext| async move {
+        if ctx.payload["fixed"] == true {
+            Ok(json!({"ran": ctx.payload["n"]}))
+        } else {
+            Err(JobError::permanent("the payload is broken"))
+        }
+    });
+    r
+}
+
+async fn count(app: &TestApp, sql: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap()
+}
+
+async fn wait_count(app: &TestApp, sql: &str, want: i64, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let n = count(app, sql).await;
+        if n == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{sql}: {n}, want {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn ids_of(page: &Value) -> Vec<Uuid> {
+    page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn dead_letters_are_dry_run_then_bulk_replayed_with_a_fixed_payload_and_audited() {
+    let app = TestApp::start_with_registry(Roles::ALL, |_| {}, registry()).await;
+    for n in 0..30 {
+        app.submit(json!({"type": "flaky", "payload": {"n": n}, "max_attempts": 3}))
+            .await;
+    }
+    for _ in 0..20 {
+        app.submit(json!({"type": "fail", "payload": {"times": 99, "permanent": true}}))
+            .await;
+    }
+    wait_count(
+        &app,
+        "SELECT count(*) FROM jobs WHERE status = 'dead'",
+        50,
+        30,
+    )
+    .await;
+
+    let (status, flaky) = app.get("/v1/dead-letters?type=flaky&limit=200").await;
+    assert_eq!(status, StatusCode::OK, "{flaky}");
+    let flaky_ids = ids_of(&flaky);
+    assert_eq!(flaky_ids.len(), 30);
+    let (_, page) = app.get("/v1/dead-letters?limit=20").await;
+    assert_eq!(ids_of(&page).len(), 20);
+    let (_, rest) = app
+        .get(&format!(
+            "/v1/dead-letters?limit=200&cursor={}",
+            page["next_cursor"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(ids_of(&rest).len(), 30, "the pages hold all 50");
+
+    // A dry run counts and changes nothing.
+    let (status, dry) = app
+        .post(
+            "/v1/dead-letters/replay",
+            &json!({"type": "flaky", "dry_run": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{dry}");
+    assert_eq!(dry["matched"], 30);
+    assert_eq!(dry["replayed"], 0);
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM jobs WHERE status = 'dead'").await,
+        50
+    );
+    assert_eq!(count(&app, "SELECT count(*) FROM audit_log").await, 0);
+
+    // The replay, with the payload fixed: exactly those 30 run again and succeed.
+    let (status, done) = app
+        .post(
+            "/v1/dead-letters/replay",
+            &json!({"type": "flaky", "payload_patch": {"fixed": true}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(done["matched"], 30);
+    assert_eq!(done["replayed"], 30);
+    assert_eq!(done["skipped"], json!([]));
+    wait_count(
+        &app,
+        "SELECT count(*) FROM jobs WHERE type = 'flaky' AND status = 'succeeded'",
+        30,
+        30,
+    )
+    .await;
+    let (_, still_dead) = app.get("/v1/dead-letters?limit=200").await;
+    assert_eq!(ids_of(&still_dead).len(), 20);
+    assert!(still_dead["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|j| j["type"] == "fail"));
+    // History kept: the failed attempt, then the one after the replay; a fresh budget.
+    let one = flaky_ids[0];
+    let outcomes: Vec<Value> = app
+        .attempts(one)
+        .await
+        .iter()
+        .map(|a| a["outcome"].clone())
+        .collect();
+    assert_eq!(outcomes, [json!("failed"), json!("succeeded")]);
+    let (_, job) = app.get(&format!("/v1/jobs/{one}")).await;
+    assert_eq!(
+        (job["attempts"].clone(), job["max_attempts"].clone()),
+        (json!(2), json!(4))
+    );
+    assert_eq!(job["payload"]["fixed"], true);
+    assert_eq!(job["result"]["ran"], job["payload"]["n"]);
+
+    // The audit log shows each replay: who, when, what.
+    let (_, audit) = app.get("/v1/audit-log?limit=200").await;
+    let entries = audit["data"].as_array().unwrap();
+    assert_eq!(entries.len(), 30);
+    let key_id: Uuid = sqlx::query_scalar("SELECT id FROM api_keys WHERE tenant_id = $1 LIMIT 1")
+        .bind(app.tenant_id)
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    let mut targets: Vec<Uuid> = Vec::new();
+    for e in entries {
+        assert_eq!(e["action"], "job.replayed");
+        assert_eq!(e["key_id"], json!(key_id));
+        assert!(e["created_at"].is_string());
+        assert_eq!(e["details"]["from_status"], "dead");
+        assert_eq!(e["details"]["bulk"], true);
+        assert_eq!(e["details"]["payload_changed"], true);
+        targets.push(e["target"].as_str().unwrap().parse().unwrap());
+    }
+    targets.sort();
+    let mut want = flaky_ids.clone();
+    want.sort();
+    assert_eq!(targets, want);
+
+    // One job alone, with its payload fixed; then its audit entry by target.
+    let fail_id = ids_of(&still_dead)[0];
+    let (status, job) = app
+        .request(
+            Method::POST,
+            &format!("/v1/jobs/{fail_id}/replay"),
+            Some(&json!({"payload": {"times": 0}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    assert_eq!(
+        app.wait_terminal(fail_id, 30).await.status,
+        JobStatus::Succeeded
+    );
+    let (_, audit) = app.get(&format!("/v1/audit-log?target={fail_id}")).await;
+    assert_eq!(audit["data"][0]["details"]["bulk"], false);
+    // A replay without a body keeps the payload.
+    let other = ids_of(&still_dead)[1];
+    let (status, _) = app
+        .request(Method::POST, &format!("/v1/jobs/{other}/replay"), None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(app.wait_terminal(other, 30).await.status, JobStatus::Dead);
+    let (status, _) = app
+        .request(Method::POST, &format!("/v1/jobs/{fail_id}/replay"), None)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "a succeeded job is not replayed"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_replays_get_problems_and_change_nothing() {
+    let app = TestApp::start_with_registry(Roles::ALL, |_| {}, registry()).await;
+    let dead = app
+        .submit(json!({"type": "fail", "payload": {"times": 9, "permanent": true}}))
+        .await;
+    assert_eq!(app.wait_terminal(dead.id, 30).await.status, JobStatus::Dead);
+    let replay = format!("/v1/jobs/{}/replay", dead.id);
+    for (body, field) in [
+        (json!({"payload": {"times": "x"}}), "payload"),
+        (json!({"payload": {"times": 1}, "extra": 1}), "extra"),
+        (json!([1]), "body"),
+    ] {
+        app.assert_rejects(Method::POST, &replay, &body, field)
+            .await;
+    }
+    let (status, _) = app
+        .request(
+            Method::POST,
+            &format!("/v1/jobs/{}/replay", Uuid::now_v7()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    for (body, field) in [
+        (json!({}), "body"),
+        (json!({"ids": ["nope"]}), "ids"),
+        (json!({"ids": []}), "ids"),
+        (json!({"queue": "nope"}), "queue"),
+        (json!({"type": "fail", "dry_run": "yes"}), "dry_run"),
+        (json!({"type": "fail", "since": "yesterday"}), "since"),
+        (
+            json!({"type": "fail", "payload_patch": [1]}),
+            "payload_patch",
+        ),
+        (json!({"type": "fail", "then": 1}), "then"),
+    ] {
+        app.assert_rejects(Method::POST, "/v1/dead-letters/replay", &body, field)
+            .await;
+    }
+    // A patch that breaks the payload skips the job, naming why.
+    let (_, done) = app
+        .post(
+            "/v1/dead-letters/replay",
+            &json!({"ids": [dead.id], "payload_patch": {"times": "x"}}),
+        )
+        .await;
+    assert_eq!(
+        (done["matched"].clone(), done["replayed"].clone()),
+        (json!(1), json!(0))
+    );
+    assert_eq!(done["skipped"][0]["id"], json!(dead.id));
+    // Scopes and tenants.
+    let writer = app
+        .key_for("acme", &[Scope::JobsWrite, Scope::JobsRead])
+        .await;
+    let (status, _) = app
+        .request_as(
+            &writer,
+            Method::POST,
+            "/v1/dead-letters/replay",
+            Some(&json!({"type": "fail"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = app
+        .request_as(&writer, Method::GET, "/v1/audit-log", None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let other = app.key_for("other", &[Scope::Admin]).await;
+    let (status, _) = app.request_as(&other, Method::POST, &replay, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, page) = app
+        .request_as(&other, Method::GET, "/v1/dead-letters", None)
+        .await;
+    assert_eq!(page["data"], json!([]));
+    let (_, done) = app
+        .request_as(
+            &other,
+            Method::POST,
+            "/v1/dead-letters/replay",
+            Some(&json!({"type": "fail"})),
+        )
+        .await;
+    assert_eq!(done["matched"], 0);
+    // Nothing changed.
+    let (_, job) = app.get(&format!("/v1/jobs/{}", dead.id)).await;
+    assert_eq!(
+        (job["status"].clone(), job["attempts"].clone()),
+        (json!("dead"), json!(1))
+    );
+    assert_eq!(count(&app, "SELECT count(*) FROM audit_log").await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_paused_queue_accepts_jobs_but_runs_none_until_resumed() {
+    let app = TestApp::start().await;
+    let (status, q) = app
+        .request(Method::POST, "/v1/queues/default/pause", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{q}");
+    assert_eq!(q["paused"], true);
+    // Workers read the paused set every second.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            app.submit(json!({"type": "echo", "payload": {"i": i}}))
+                .await
+                .id,
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for id in &ids {
+        let (_, job) = app.get(&format!("/v1/jobs/{id}")).await;
+        assert_eq!(job["status"], "queued", "a paused queue runs nothing");
+    }
+    let (status, queues) = app.get("/v1/queues").await;
+    assert_eq!(status, StatusCode::OK);
+    let q = &queues["data"][0];
+    assert_eq!(q["name"], "default");
+    assert_eq!(q["paused"], true);
+    assert_eq!(q["counts"]["queued"], 5);
+    assert!(
+        q["oldest_queued_age_seconds"].as_f64().unwrap() >= 1.5,
+        "{q}"
+    );
+
+    let (status, q) = app
+        .request(Method::POST, "/v1/queues/default/resume", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(q["paused"], false);
+    for id in &ids {
+        assert_eq!(
+            app.wait_terminal(*id, 20).await.status,
+            JobStatus::Succeeded
+        );
+    }
+    let (_, queues) = app.get("/v1/queues").await;
+    let q = &queues["data"][0];
+    assert_eq!(q["counts"]["queued"], 0);
+    assert_eq!(q["last_minute"]["succeeded"], 5);
+    assert!(q["oldest_queued_age_seconds"].is_null());
+
+    let (_, audit) = app.get("/v1/audit-log?target=default").await;
+    let actions: Vec<&str> = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["queue.resumed", "queue.paused"]);
+    let (status, _) = app
+        .request(Method::POST, "/v1/queues/nope/pause", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let reader = app
+        .key_for("acme", &[Scope::JobsRead, Scope::JobsWrite])
+        .await;
+    let (status, _) = app
+        .request_as(&reader, Method::POST, "/v1/queues/default/pause", None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = app
+        .request_as(&reader, Method::GET, "/v1/queues", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    app.stop().await;
+}
