@@ -1,5 +1,7 @@
-//! The `conveyor` binary's library: wiring of the roles (`app`) and the benchmark (`bench`).
+//! The `conveyor` binary's library: wiring of the roles (`app`), the benchmark (`bench`) and
+//! the operators' command line (`cli`).
 //! Tests start Conveyor through `app`, exactly as `main` does.
 
 pub mod app;
 pub mod bench;
+pub mod cli;

@@ -2,6 +2,7 @@ use clap::{Args, Parser, Subcommand};
 use conveyor::{
     app::{self, Roles},
     bench,
+    cli::{self, ClientArgs, DlqCommand, JobsCommand, QueuesCommand},
 };
 use conveyor_core::{db, Config, Scope, Store};
 use conveyor_worker::Registry;
@@ -37,6 +38,36 @@ enum Command {
     Keys(KeysCommand),
     /// Measure a running Conveyor: submit jobs over HTTP, report rates and latencies.
     Bench(bench::BenchArgs),
+    /// Jobs, over the API (CONVEYOR_URL, CONVEYOR_API_KEY): submit, get, list, cancel.
+    Jobs(JobsArgs),
+    /// Dead letters, over the API: list, show, replay.
+    Dlq(DlqArgs),
+    /// Queues, over the API: counts (no action), pause, resume.
+    Queues(QueuesArgs),
+}
+
+#[derive(Args)]
+struct JobsArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    command: JobsCommand,
+}
+
+#[derive(Args)]
+struct DlqArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    command: DlqCommand,
+}
+
+#[derive(Args)]
+struct QueuesArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    command: Option<QueuesCommand>,
 }
 
 #[derive(Args)]
@@ -103,7 +134,20 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench::run(args).await,
+        Command::Jobs(a) => client_exit(cli::jobs(&a.client, a.command).await),
+        Command::Dlq(a) => client_exit(cli::dlq(&a.client, a.command).await),
+        Command::Queues(a) => client_exit(cli::queues(&a.client, a.command).await),
     }
+}
+
+/// The API client commands say what went wrong in a line or two (the API's problem), not
+/// with a backtrace, and exit 1.
+fn client_exit(result: anyhow::Result<()>) -> anyhow::Result<()> {
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {

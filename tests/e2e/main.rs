@@ -6,6 +6,7 @@ mod http_jobs;
 
 mod api_errors;
 mod auth;
+mod cli;
 mod crash;
 mod jobs;
 mod leases;
