@@ -2,6 +2,7 @@
 //! (job + outbox row), and reads. See API.md for the contract.
 
 mod auth;
+mod console;
 mod extract;
 mod jobs;
 mod operators;
@@ -122,6 +123,7 @@ pub fn router(state: AppState) -> Router {
         .merge(schedules::router())
         .merge(sagas::router())
         .merge(operators::router())
+        .merge(console::router())
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
         .with_state(state)

@@ -4,14 +4,14 @@
 use axum::{
     extract::State,
     http::StatusCode,
-    response::{IntoResponse, Response},
+    response::Response,
     routing::{get, post},
     Json, Router,
 };
 use chrono::{DateTime, Utc};
 use conveyor_core::{
     store::{DeadFilter, QueueStats, Replay},
-    Job, Scope,
+    Job, Principal, Scope,
 };
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
@@ -70,6 +70,18 @@ async fn replay_one(
             )]))
         }
     };
+    let job = replay_job(&state, p, id, payload).await?;
+    let location = format!("/v1/jobs/{}", job.id);
+    Ok(located(StatusCode::ACCEPTED, location, job))
+}
+
+/// Replays one dead or cancelled job (the API's route and the console's button).
+pub(crate) async fn replay_job(
+    state: &AppState,
+    p: &Principal,
+    id: Uuid,
+    payload: Option<Value>,
+) -> ApiResult<Job> {
     let job = state
         .store
         .get_job(p.tenant_id, id)
@@ -77,7 +89,7 @@ async fn replay_one(
         .ok_or_else(|| Problem::not_found("no such job"))?;
     if let Some(payload) = &payload {
         let errs = check_payload(
-            &crate::jobs::rules(&state),
+            &crate::jobs::rules(state),
             &job.job_type,
             payload,
             "payload",
@@ -97,15 +109,14 @@ async fn replay_one(
     match replayed.into_iter().next() {
         Some(job) => {
             state.relay.kick();
-            let location = format!("/v1/jobs/{}", job.id);
-            Ok(located(StatusCode::ACCEPTED, location, job))
+            Ok(job)
         }
         None if job.saga_id.is_some() => Err(Problem::conflict(
             "the job is a saga's step: its saga has moved on, so it cannot run again alone",
         )),
         None => Err(Problem::conflict(format!(
             "only dead or cancelled jobs can be replayed; this one is {}",
-            latest_status(&state, p.tenant_id, id).await?
+            latest_status(state, p.tenant_id, id).await?
         ))),
     }
 }
@@ -175,13 +186,13 @@ async fn list_dead(
 
 /// The body of a bulk replay: a filter, `dry_run`, and `payload_patch` (merged into each
 /// payload at the top level, as a JSON merge patch: `null` removes a key).
-struct BulkReplay {
-    filter: DeadFilter,
-    dry_run: bool,
-    patch: Option<Map<String, Value>>,
+pub(crate) struct BulkReplay {
+    pub(crate) filter: DeadFilter,
+    pub(crate) dry_run: bool,
+    pub(crate) patch: Option<Map<String, Value>>,
 }
 
-fn parse_bulk(state: &AppState, body: &Value) -> Result<BulkReplay, Vec<FieldError>> {
+pub(crate) fn parse_bulk(state: &AppState, body: &Value) -> Result<BulkReplay, Vec<FieldError>> {
     let Some(obj) = body.as_object() else {
         return Err(vec![FieldError::new("body", "must be a JSON object")]);
     };
@@ -270,16 +281,23 @@ async fn replay_bulk(
 ) -> ApiResult<Json<Value>> {
     let p = auth.require(Scope::Admin)?;
     let b = parse_bulk(&state, &body).map_err(Problem::validation)?;
+    Ok(Json(run_bulk_replay(&state, p, &b).await?))
+}
+
+/// Replays the dead jobs a bulk request names (the API's route and the console's form).
+pub(crate) async fn run_bulk_replay(
+    state: &AppState,
+    p: &Principal,
+    b: &BulkReplay,
+) -> ApiResult<Value> {
     let matched = state
         .store
         .count_dead_letters(p.tenant_id, &b.filter)
         .await?;
     if b.dry_run {
-        return Ok(Json(
-            json!({"dry_run": true, "matched": matched, "replayed": 0}),
-        ));
+        return Ok(json!({"dry_run": true, "matched": matched, "replayed": 0}));
     }
-    let rules = crate::jobs::rules(&state);
+    let rules = crate::jobs::rules(state);
     let (mut replayed, mut seen, mut before) = (0usize, 0usize, None);
     let mut skipped = Vec::new();
     while seen < MAX_BULK_REPLAY {
@@ -320,9 +338,9 @@ async fn replay_bulk(
             break;
         }
     }
-    Ok(Json(json!({
+    Ok(json!({
         "dry_run": false, "matched": matched, "replayed": replayed, "skipped": skipped,
-    })))
+    }))
 }
 
 async fn audit_log(
@@ -356,25 +374,27 @@ async fn queues(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Val
     Ok(Json(json!({ "data": stats })))
 }
 
-async fn set_paused(
-    state: AppState,
-    auth: Auth,
-    name: String,
+/// Pauses or resumes a queue (the API's routes and the console's buttons).
+pub(crate) async fn set_paused(
+    state: &AppState,
+    p: &Principal,
+    name: &str,
     paused: bool,
-) -> ApiResult<Response> {
-    let p = auth.require(Scope::Admin)?;
-    if !state.queues.contains(&name) {
+) -> ApiResult<QueueStats> {
+    if !state.queues.iter().any(|q| q == name) {
         return Err(Problem::not_found(format!(
             "no queue {name:?} in this deployment"
         )));
     }
     state
         .store
-        .set_queue_paused(p.tenant_id, p.key_id, &name, paused)
+        .set_queue_paused(p.tenant_id, p.key_id, name, paused)
         .await?;
     let stats = state.store.queue_stats(p.tenant_id, &state.queues).await?;
-    let queue = stats.into_iter().find(|q| q.name == name);
-    Ok((StatusCode::OK, Json(queue)).into_response())
+    stats
+        .into_iter()
+        .find(|q| q.name == name)
+        .ok_or_else(|| Problem::not_found("no such queue"))
 }
 
 /// Workers stop taking the queue's jobs (within a second); submissions are still accepted.
@@ -382,14 +402,16 @@ async fn pause(
     State(state): State<AppState>,
     auth: Auth,
     PathName(name): PathName,
-) -> ApiResult<Response> {
-    set_paused(state, auth, name, true).await
+) -> ApiResult<Json<QueueStats>> {
+    let p = auth.require(Scope::Admin)?;
+    Ok(Json(set_paused(&state, p, &name, true).await?))
 }
 
 async fn resume(
     State(state): State<AppState>,
     auth: Auth,
     PathName(name): PathName,
-) -> ApiResult<Response> {
-    set_paused(state, auth, name, false).await
+) -> ApiResult<Json<QueueStats>> {
+    let p = auth.require(Scope::Admin)?;
+    Ok(Json(set_paused(&state, p, &name, false).await?))
 }

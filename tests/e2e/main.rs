@@ -6,7 +6,9 @@ mod http_jobs;
 
 mod api_errors;
 mod auth;
+mod browser;
 mod cli;
+mod console;
 mod crash;
 mod jobs;
 mod leases;

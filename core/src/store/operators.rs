@@ -230,6 +230,24 @@ impl Store {
             .collect())
     }
 
+    /// The tenant's jobs finished per minute over the last `minutes`, by queue (minute
+    /// start, queue, count), along the `finished_at` index.
+    pub async fn finished_per_minute(
+        &self,
+        tenant_id: Uuid,
+        minutes: i32,
+    ) -> sqlx::Result<Vec<(DateTime<Utc>, String, i64)>> {
+        sqlx::query_as(
+            "SELECT date_trunc('minute', finished_at) AS minute, queue, count(*) FROM jobs
+             WHERE tenant_id = $1 AND finished_at > now() - $2 * interval '1 minute'
+             GROUP BY 1, 2 ORDER BY 1",
+        )
+        .bind(tenant_id)
+        .bind(minutes)
+        .fetch_all(&self.pool)
+        .await
+    }
+
     /// Pauses (or resumes) a queue for every worker; audited. Returns whether it changed.
     pub async fn set_queue_paused(
         &self,
