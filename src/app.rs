@@ -104,6 +104,7 @@ impl Running {
 /// Connects (creating and migrating the database when needed) and starts the given roles.
 pub async fn start(cfg: Config, roles: Roles, registry: Registry) -> anyhow::Result<Running> {
     cfg.validate()?;
+    conveyor_core::metrics::install();
     // Before anything starts: a taken port is a clean error, not a half-started process.
     let listener = match roles.api {
         true => Some(
@@ -161,6 +162,17 @@ pub async fn start(cfg: Config, roles: Roles, registry: Registry) -> anyhow::Res
         );
         tasks.spawn(dispatcher.run(shutdown.clone()));
     }
+    if let (false, Some(at)) = (roles.api, cfg.metrics_listen) {
+        let listener = TcpListener::bind(at)
+            .await
+            .with_context(|| format!("binding {at} for metrics"))?;
+        tasks.spawn(serve_metrics(
+            listener,
+            store.clone(),
+            cfg.queues.clone(),
+            shutdown.clone(),
+        ));
+    }
     Ok(Running {
         addr,
         store,
@@ -170,4 +182,25 @@ pub async fn start(cfg: Config, roles: Roles, registry: Registry) -> anyhow::Res
         relay_stop,
         relay_task,
     })
+}
+
+/// `GET /metrics` alone, for processes that do not serve the API.
+async fn serve_metrics(
+    listener: TcpListener,
+    store: Store,
+    queues: Vec<String>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let (store, queues) = (store.clone(), queues.clone());
+            async move { conveyor_core::metrics::render(&store, &queues).await }
+        }),
+    );
+    tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+    Ok(())
 }

@@ -74,6 +74,7 @@ async fn submit(
         .map_err(Problem::from)?;
     match inserted {
         InsertOutcome::Created(job) => {
+            conveyor_core::metrics::job_submitted(&job.queue, &job.job_type);
             if job.status == JobStatus::Queued {
                 state.relay.kick();
             }
@@ -149,7 +150,11 @@ async fn submit_batch(
     let mut out = Vec::with_capacity(outcomes.len());
     for o in outcomes {
         match o {
-            InsertOutcome::Created(j) | InsertOutcome::Existing(j) => out.push(j),
+            InsertOutcome::Created(j) => {
+                conveyor_core::metrics::job_submitted(&j.queue, &j.job_type);
+                out.push(j)
+            }
+            InsertOutcome::Existing(j) => out.push(j),
             InsertOutcome::Conflict => unreachable!("insert_jobs answers None on a conflict"),
         }
     }

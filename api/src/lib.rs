@@ -118,6 +118,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .merge(jobs::router())
         .merge(webhooks::router())
         .merge(schedules::router())
@@ -127,6 +128,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
         .with_state(state)
+        .layer(axum::middleware::from_fn(count_request))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("a request handler panicked");
             Problem::internal().into_response()
@@ -150,6 +152,39 @@ pub async fn serve(
         .await?;
     listener_task.abort();
     Ok(())
+}
+
+/// Prometheus text exposition; no auth (API.md), so it carries no tenant's data.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let body = conveyor_core::metrics::render(&state.store, &state.queues).await;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// Counts every request by its route's pattern (not its path: ids would make a series each)
+/// and status, with its latency.
+async fn count_request(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let resp = next.run(req).await;
+    conveyor_core::metrics::http_request(
+        &method,
+        &route,
+        resp.status().as_u16(),
+        started.elapsed(),
+    );
+    resp
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -44,6 +44,11 @@ pub struct Config {
     #[arg(long, env = "CONVEYOR_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// For a process without the API role (a worker, say): serve `GET /metrics` here.
+    /// (With the API role, `/metrics` is on the API's address.)
+    #[arg(long, env = "CONVEYOR_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Jobs in flight per worker process. A slot covers the claim, the run and the recorded
     /// outcome, so fast jobs need a wide window to keep the database batches full (128 holds
     /// 2,000 jobs/s on 2 cores). CPU-heavy handlers should use `spawn_blocking`.

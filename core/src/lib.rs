@@ -9,6 +9,7 @@ pub mod cron;
 pub mod db;
 pub mod guarded_dns;
 pub mod instance;
+pub mod metrics;
 pub mod model;
 pub mod outbox;
 pub mod retry;

@@ -312,6 +312,15 @@ async fn deliver(
         tracing::debug!(delivery = %d.id, attempt = d.attempt, status = ?attempted.status_code,
             error = ?attempted.error, "delivery attempt failed");
     }
+    conveyor_core::metrics::delivery_attempt(
+        &d.kind,
+        if attempted.succeeded() {
+            "succeeded"
+        } else {
+            "failed"
+        },
+        attempted.latency,
+    );
     let outcome = DeliveryOutcome {
         id: d.id,
         lease_token: d.lease_token,

@@ -97,7 +97,9 @@ impl Scheduler {
                     false
                 }
             };
-            if leadership.check(&self.store).await {
+            let leading = leadership.check(&self.store).await;
+            conveyor_core::metrics::scheduler_leader(leading);
+            if leading {
                 match self.fire_schedules().await {
                     Ok(n) => busy |= n >= FIRE_BATCH as u64,
                     Err(e) => tracing::warn!(error = %e, "firing schedules failed"),

@@ -419,7 +419,8 @@ impl TestApp {
             r.stop().await.unwrap();
         }
         self.store.pool().close().await;
-        delete_amqp_objects(&self.config.amqp_url, &self.topology(), &["default"]).await;
+        let queues: Vec<&str> = self.config.queues.iter().map(String::as_str).collect();
+        delete_amqp_objects(&self.config.amqp_url, &self.topology(), &queues).await;
         drop_database(&self.db_name).await;
     }
 }

@@ -17,7 +17,7 @@ use backoff::backoff::Backoff;
 use conveyor_core::{
     batch::Batcher,
     broker::{self, JobMessage, Topology},
-    db,
+    db, metrics,
     model::scrub_nul,
     outbox::{reconnect_backoff, Relay},
     retry::RetryPolicy,
@@ -434,6 +434,13 @@ impl Inner {
 
     async fn run_claimed(&self, claimed: ClaimedJob) {
         let (job_id, token) = (claimed.job.id, claimed.token);
+        let job = &claimed.job;
+        let waited = job
+            .started_at
+            .and_then(|s| (s - job.run_at).to_std().ok())
+            .unwrap_or_default();
+        metrics::job_started(&job.queue, &job.job_type, waited);
+        let started = std::time::Instant::now();
         let cancel = CancellationToken::new();
         let stale = self
             .running
@@ -448,7 +455,14 @@ impl Inner {
         match self.attempt(&claimed, cancel).await {
             Outcome::Finished(finish) => {
                 let terminal = finish.status.is_terminal();
-                self.record(finish).await;
+                if let Some(status) = self.record(finish).await {
+                    metrics::job_attempt_finished(
+                        &claimed.job.queue,
+                        &claimed.job.job_type,
+                        status.as_str(),
+                        started.elapsed(),
+                    );
+                }
                 if terminal && claimed.saga.is_some() {
                     self.relay.kick(); // the saga's next job is in the outbox
                 }
@@ -467,7 +481,8 @@ impl Inner {
     /// known result is not thrown away and the job run again; that is safe however late it
     /// gets through, since the fence refuses it if the job was rescued meanwhile. It gives up
     /// when the worker hands its jobs back; the lease then runs out and the reaper takes over.
-    async fn record(&self, mut finish: Finish) {
+    /// Returns the status recorded, or `None` when nothing was (fenced, or given up on).
+    async fn record(&self, mut finish: Finish) -> Option<JobStatus> {
         // PostgreSQL cannot store U+0000; a result carrying one must not jam the batch.
         if let Some(result) = finish.result.as_mut() {
             scrub_nul(result);
@@ -481,11 +496,11 @@ impl Inner {
                     if finish.status == JobStatus::Dead {
                         self.relay.kick(); // its dead-letter message is in the outbox
                     }
-                    return;
+                    return Some(finish.status);
                 }
                 Ok(Recorded::Fenced) => {
                     tracing::info!("job was cancelled or rescued while running; outcome dropped");
-                    return;
+                    return None;
                 }
                 Ok(Recorded::Rejected(e))
                     if finish.result.is_some() || finish.status != JobStatus::Dead =>
@@ -503,7 +518,7 @@ impl Inner {
                 }
                 Ok(Recorded::Rejected(e)) => {
                     tracing::error!(error = %e, "PostgreSQL refused the outcome; the reaper will take the job");
-                    return;
+                    return None;
                 }
                 Err(e) => {
                     let wait = backoff.next_backoff().unwrap_or(Duration::from_secs(3));
@@ -512,7 +527,7 @@ impl Inner {
                         _ = tokio::time::sleep(wait) => {}
                         _ = self.hand_back.cancelled() => {
                             tracing::error!("stopping before the outcome was recorded; the reaper will run the job again");
-                            return;
+                            return None;
                         }
                     }
                 }

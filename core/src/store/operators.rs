@@ -295,6 +295,20 @@ impl Store {
         Ok(changed)
     }
 
+    /// Queued jobs per queue, across tenants (for the `conveyor_queue_depth` gauge).
+    pub async fn queued_per_queue(&self) -> sqlx::Result<Vec<(String, i64)>> {
+        sqlx::query_as("SELECT queue, count(*) FROM jobs WHERE status = 'queued' GROUP BY queue")
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Outbox rows waiting to be published.
+    pub async fn outbox_backlog(&self) -> sqlx::Result<i64> {
+        sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(&self.pool)
+            .await
+    }
+
     pub async fn paused_queues(&self) -> sqlx::Result<Vec<String>> {
         sqlx::query_scalar("SELECT queue FROM queue_pauses ORDER BY queue")
             .fetch_all(&self.pool)
