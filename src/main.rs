@@ -86,6 +86,10 @@ enum KeysCommand {
         /// Scopes: jobs:write, jobs:read, webhooks:write, webhooks:read, admin (implies all).
         #[arg(long = "scope", value_delimiter = ',', default_values = ["jobs:write", "jobs:read"])]
         scopes: Vec<String>,
+        /// Requests per second for this key (per API process), instead of
+        /// CONVEYOR_KEY_RATE_LIMIT.
+        #[arg(long)]
+        rate_limit: Option<u32>,
         #[command(flatten)]
         config: Config,
     },
@@ -122,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Keys(KeysCommand::Create {
             tenant,
             scopes,
+            rate_limit,
             config,
         }) => {
             let scopes = scopes
@@ -130,7 +135,11 @@ async fn main() -> anyhow::Result<()> {
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let store = Store::new(db::connect_and_migrate(&config.database_url, 1).await?);
             let tenant_id = store.ensure_tenant(&tenant).await?;
-            println!("{}", store.create_key(tenant_id, &scopes).await?);
+            let limit = rate_limit.filter(|r| *r > 0);
+            println!(
+                "{}",
+                store.create_key_limited(tenant_id, &scopes, limit).await?
+            );
             Ok(())
         }
         Command::Bench(args) => bench::run(args).await,

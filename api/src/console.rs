@@ -257,7 +257,7 @@ async fn login_page(q: Query) -> Response {
 async fn login(State(state): State<AppState>, form: Form) -> UiResult {
     let key = form.get("key").unwrap_or_default().to_owned();
     let valid = !key.is_empty()
-        // Keys are `cvk_` and hex: anything else is not one, and must not reach the cookie.
+        // Keys are `cvy_` and hex: anything else is not one, and must not reach the cookie.
         && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         && state.keys.verify(&state.store, &key).await?.is_some();
     if !valid {

@@ -162,9 +162,12 @@ impl FromRequestParts<AppState> for Auth {
             .ok_or_else(|| {
                 Problem::unauthorized("the Authorization header must be Bearer <key>")
             })?;
-        let principal = state.keys.verify(&state.store, key).await?;
-        Ok(Auth(principal.ok_or_else(|| {
-            Problem::unauthorized("unknown or revoked API key")
-        })?))
+        let principal = state
+            .keys
+            .verify(&state.store, key)
+            .await?
+            .ok_or_else(|| Problem::unauthorized("unknown or revoked API key"))?;
+        state.rate_limits.check(&principal)?;
+        Ok(Auth(principal))
     }
 }

@@ -63,6 +63,7 @@ async fn submit(
     let job = parse_job(&rules(&state), &body, header_key, "")
         .await
         .map_err(Problem::validation)?;
+    state.backlogs.check(&state.store, &job.queue).await?;
     let inserted = state
         .inserts
         .call((p.tenant_id, job))
@@ -143,6 +144,12 @@ async fn submit_batch(
     }
     if !errors.is_empty() {
         return Err(Problem::validation(errors));
+    }
+    let mut queues: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
+    queues.sort_unstable();
+    queues.dedup();
+    for queue in queues {
+        state.backlogs.check(&state.store, queue).await?;
     }
     let Some(outcomes) = state.store.insert_jobs(p.tenant_id, &jobs).await? else {
         return Err(idempotency_conflict());

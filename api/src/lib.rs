@@ -5,6 +5,7 @@ mod auth;
 mod console;
 mod extract;
 mod jobs;
+mod limits;
 mod operators;
 mod paging;
 pub mod problem;
@@ -50,6 +51,8 @@ pub struct AppState {
     secret_rotation_grace: Duration,
     catalog: Arc<JobCatalog>,
     keys: Arc<KeyCache>,
+    rate_limits: Arc<limits::RateLimits>,
+    backlogs: Arc<limits::Backlogs>,
     waiters: Arc<Waiters>,
     max_body_bytes: usize,
     allow_private_targets: bool,
@@ -105,6 +108,8 @@ impl AppState {
             secret_rotation_grace: cfg.secret_rotation_grace,
             catalog: Arc::new(catalog),
             keys: Arc::new(KeyCache::default()),
+            rate_limits: Arc::new(limits::RateLimits::new(cfg.key_rate_limit)),
+            backlogs: Arc::new(limits::Backlogs::new(cfg.queue_max_backlog)),
             waiters: Arc::new(Waiters::new()),
             max_body_bytes: cfg.max_body_bytes,
             allow_private_targets: cfg.allow_private_targets,

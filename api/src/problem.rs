@@ -30,6 +30,8 @@ pub struct Problem {
     pub detail: String,
     pub errors: Vec<FieldError>,
     pub retry_after: Option<u64>,
+    /// For a 429: the limit, for the `RateLimit-*` headers.
+    pub rate_limit: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -57,6 +59,7 @@ impl Problem {
             detail: detail.into(),
             errors: Vec::new(),
             retry_after: None,
+            rate_limit: None,
         }
     }
 
@@ -152,6 +155,20 @@ impl Problem {
         p.retry_after = Some(5);
         p
     }
+    /// Over the key's request rate: come back after `wait`.
+    pub fn rate_limited(limit: u32, wait: std::time::Duration) -> Self {
+        let mut p = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many requests",
+            format!("this key may make {limit} requests per second"),
+        );
+        // Whole seconds, rounded up: `Retry-After` has no fractions.
+        p.retry_after = Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
+        p.rate_limit = Some(limit);
+        p
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -179,6 +196,15 @@ impl IntoResponse for Problem {
         if let Some(secs) = self.retry_after {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(limit) = self.rate_limit {
+            let h = resp.headers_mut();
+            h.insert("ratelimit-limit", HeaderValue::from(limit));
+            h.insert("ratelimit-remaining", HeaderValue::from(0));
+            h.insert(
+                "ratelimit-reset",
+                HeaderValue::from(self.retry_after.unwrap_or(1)),
+            );
         }
         resp
     }

@@ -218,6 +218,10 @@ async fn submit(
     let saga = parse_saga(&state, &body, header_key)
         .await
         .map_err(Problem::validation)?;
+    state
+        .backlogs
+        .check(&state.store, &saga.steps[0].job.queue)
+        .await?;
     match state.store.create_saga(p.tenant_id, &saga).await? {
         SagaOutcome::Created(s) => {
             state.relay.kick(); // the first step's job is in the outbox

@@ -104,6 +104,16 @@ pub struct Config {
     #[arg(long, env = "CONVEYOR_OUTBOX_POLL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub outbox_poll: Duration,
 
+    /// Requests per second one API key may make to one API process (a token bucket, with a
+    /// burst of as many); more get 429. A key may have its own rate. 0: no limit.
+    #[arg(long, env = "CONVEYOR_KEY_RATE_LIMIT", default_value_t = 10_000)]
+    pub key_rate_limit: u32,
+
+    /// Queued jobs a queue may hold before submissions to it get 503 with Retry-After
+    /// (backpressure instead of a backlog without bound). 0: no bound.
+    #[arg(long, env = "CONVEYOR_QUEUE_MAX_BACKLOG", default_value_t = 100_000)]
+    pub queue_max_backlog: u64,
+
     /// Larger request bodies get 413.
     #[arg(long, env = "CONVEYOR_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub max_body_bytes: usize,

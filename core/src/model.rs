@@ -237,6 +237,8 @@ pub struct Principal {
     pub tenant_id: Uuid,
     pub key_id: Uuid,
     pub scopes: Vec<Scope>,
+    /// The key's own request rate, if it has one (else the deployment's default).
+    pub rate_limit_per_second: Option<u32>,
 }
 
 impl Principal {
@@ -299,6 +301,7 @@ mod tests {
             tenant_id: Uuid::nil(),
             key_id: Uuid::nil(),
             scopes: vec![Scope::Admin],
+            rate_limit_per_second: None,
         };
         assert!(Scope::ALL.iter().all(|s| p.has(*s)));
         let p = Principal {

@@ -12,6 +12,7 @@ mod console;
 mod crash;
 mod jobs;
 mod leases;
+mod limits;
 mod metrics;
 mod operators;
 mod outage;

@@ -34,16 +34,28 @@ impl Store {
 
     /// Creates a key and returns it: the only time it exists in clear.
     pub async fn create_key(&self, tenant_id: Uuid, scopes: &[Scope]) -> sqlx::Result<String> {
+        self.create_key_limited(tenant_id, scopes, None).await
+    }
+
+    /// The same, with a request rate of its own (per second, per API process).
+    pub async fn create_key_limited(
+        &self,
+        tenant_id: Uuid,
+        scopes: &[Scope],
+        rate_limit_per_second: Option<u32>,
+    ) -> sqlx::Result<String> {
         let key = generate_key();
         let scopes: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
         sqlx::query(
-            "INSERT INTO api_keys (id, tenant_id, key_hash, prefix, scopes) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO api_keys (id, tenant_id, key_hash, prefix, scopes, rate_limit_per_second)
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(Uuid::now_v7())
         .bind(tenant_id)
         .bind(hash_key(&key))
         .bind(&key[..KEY_PREFIX.len() + 8])
         .bind(&scopes)
+        .bind(rate_limit_per_second.map(|r| i32::try_from(r).unwrap_or(i32::MAX)))
         .execute(&self.pool)
         .await?;
         Ok(key)
@@ -51,16 +63,18 @@ impl Store {
 
     /// The principal of a key that is known and not revoked.
     pub async fn find_key(&self, key: &str) -> sqlx::Result<Option<Principal>> {
-        let row: Option<(Uuid, Uuid, Vec<String>)> = sqlx::query_as(
-            "SELECT id, tenant_id, scopes FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+        let row: Option<(Uuid, Uuid, Vec<String>, Option<i32>)> = sqlx::query_as(
+            "SELECT id, tenant_id, scopes, rate_limit_per_second FROM api_keys
+             WHERE key_hash = $1 AND revoked_at IS NULL",
         )
         .bind(hash_key(key))
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|(key_id, tenant_id, scopes)| Principal {
+        Ok(row.map(|(key_id, tenant_id, scopes, rate)| Principal {
             tenant_id,
             key_id,
             scopes: scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
+            rate_limit_per_second: rate.and_then(|r| u32::try_from(r).ok()),
         }))
     }
 }

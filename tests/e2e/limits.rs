@@ -1,0 +1,164 @@
+//! Gateway limits: a key over its rate gets 429 with Retry-After and RateLimit headers; a
+//! queue over its backlog bound refuses submissions with 503; under both, every accepted job
+//! runs, and a refused one stores nothing.
+
+use std::time::{Duration, Instant};
+
+use conveyor::app::Roles;
+use conveyor_core::{JobStatus, Scope};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::harness::TestApp;
+
+async fn jobs_stored(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_key_over_its_rate_gets_429_and_every_accepted_job_runs() {
+    let app = TestApp::start_with(Roles::ALL, |c| c.key_rate_limit = 1000).await;
+    let tenant = app.tenant_id;
+    let slow_key = app
+        .store
+        .create_key_limited(tenant, &[Scope::JobsWrite, Scope::JobsRead], Some(5))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (mut accepted, mut limited) = (Vec::<Uuid>::new(), 0);
+    for i in 0..30 {
+        let resp = app
+            .client
+            .post(format!("{}/v1/jobs", app.url))
+            .bearer_auth(&slow_key)
+            .json(&json!({"type": "echo", "payload": {"i": i}}))
+            .send()
+            .await
+            .unwrap();
+        match resp.status() {
+            StatusCode::ACCEPTED => {
+                let job: Value = resp.json().await.unwrap();
+                accepted.push(job["id"].as_str().unwrap().parse().unwrap());
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                limited += 1;
+                let h = resp.headers();
+                let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+                assert!((1..=2).contains(&retry), "Retry-After {retry}");
+                assert_eq!(h["ratelimit-limit"], "5");
+                assert_eq!(h["ratelimit-remaining"], "0");
+                assert!(h.contains_key("ratelimit-reset"));
+                assert_eq!(h["content-type"], "application/problem+json");
+                let p: Value = resp.json().await.unwrap();
+                assert_eq!(p["status"], 429);
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    let refill = (started.elapsed().as_secs_f64() * 5.0).ceil() as usize;
+    assert!(limited > 0, "30 requests at once must pass a rate of 5/s");
+    assert!(
+        accepted.len() >= 5 && accepted.len() <= 5 + refill,
+        "{} accepted with a burst of 5 and {refill} refilled",
+        accepted.len()
+    );
+    // Other keys have their own buckets.
+    app.submit(json!({"type": "echo"})).await;
+    for id in &accepted {
+        assert_eq!(
+            app.wait_terminal(*id, 30).await.status,
+            JobStatus::Succeeded
+        );
+    }
+    assert_eq!(
+        jobs_stored(&app).await,
+        accepted.len() as i64 + 1,
+        "a refused request stores nothing"
+    );
+    // After a pause the key works again.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (status, _) = app
+        .request_as(
+            &slow_key,
+            Method::POST,
+            "/v1/jobs",
+            Some(&json!({"type": "echo"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_queue_over_its_backlog_bound_refuses_submissions_with_503_and_loses_nothing() {
+    let app = TestApp::start_with(Roles::ALL, |c| c.queue_max_backlog = 5).await;
+    let (status, _) = app
+        .request(Method::POST, "/v1/queues/default/pause", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(2500)).await; // workers read pauses every second
+    let mut accepted = Vec::new();
+    for i in 0..5 {
+        accepted.push(
+            app.submit(json!({"type": "echo", "payload": {"i": i}}))
+                .await
+                .id,
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await; // the backlog is read once a second
+    let resp = app
+        .client
+        .post(format!("{}/v1/jobs", app.url))
+        .bearer_auth(&app.key)
+        .json(&json!({"type": "echo"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()["retry-after"], "5");
+    let p: Value = resp.json().await.unwrap();
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("\"default\" has 5 jobs waiting"),
+        "{p}"
+    );
+    let (status, _) = app
+        .post(
+            "/v1/jobs/batch",
+            &json!({"jobs": [{"type": "echo"}, {"type": "echo"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let (status, _) = app
+        .post(
+            "/v1/sagas",
+            &json!({"steps": [{"name": "a", "job": {"type": "echo"}}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        jobs_stored(&app).await,
+        5,
+        "refused submissions store nothing"
+    );
+
+    let (status, _) = app
+        .request(Method::POST, "/v1/queues/default/resume", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for id in &accepted {
+        assert_eq!(
+            app.wait_terminal(*id, 30).await.status,
+            JobStatus::Succeeded
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    app.submit(json!({"type": "echo"})).await; // drained: accepted again
+    app.stop().await;
+}
