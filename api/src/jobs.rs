@@ -60,9 +60,10 @@ async fn submit(
 ) -> ApiResult<Response> {
     let p = auth.require(Scope::JobsWrite)?;
     let header_key = idempotency_header(&headers)?;
-    let job = parse_job(&rules(&state), &body, header_key, "")
+    let mut job = parse_job(&rules(&state), &body, header_key, "")
         .await
         .map_err(Problem::validation)?;
+    job.traceparent = request_trace(&headers);
     state.backlogs.check(&state.store, &job.queue).await?;
     let inserted = state
         .inserts
@@ -84,6 +85,15 @@ async fn submit(
         InsertOutcome::Existing(job) => Ok(with_location(StatusCode::OK, job)),
         InsertOutcome::Conflict => Err(idempotency_conflict()),
     }
+}
+
+/// The request's W3C `traceparent`, when well formed (a malformed one is ignored, as the spec
+/// asks, and the job starts a trace of its own).
+pub(crate) fn request_trace(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(conveyor_core::trace::parse)
 }
 
 fn idempotency_conflict() -> Problem {
@@ -144,6 +154,11 @@ async fn submit_batch(
     }
     if !errors.is_empty() {
         return Err(Problem::validation(errors));
+    }
+    // One request, one trace: each job of the batch is a child of it.
+    let trace = request_trace(&headers);
+    for j in &mut jobs {
+        j.traceparent = trace.as_deref().map(conveyor_core::trace::child);
     }
     let mut queues: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
     queues.sort_unstable();

@@ -256,6 +256,7 @@ pub async fn parse_job(
         metadata,
         idempotency_key,
         request_hash,
+        traceparent: None,
     })
 }
 

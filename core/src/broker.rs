@@ -187,6 +187,8 @@ pub struct Outgoing {
     pub kind: String,
     pub routing_key: String,
     pub job_id: Uuid,
+    /// The job's trace, sent as the `traceparent` header (a child of it).
+    pub traceparent: Option<String>,
 }
 
 /// Publishes with confirms over one connection, made on first use and dropped on any error so
@@ -283,10 +285,18 @@ impl Publisher {
                 _ => self.topo.jobs_exchange(),
             };
             let body = serde_json::to_vec(&JobMessage { job_id: m.job_id })?;
-            let props = BasicProperties::default()
+            let mut props = BasicProperties::default()
                 .with_delivery_mode(2)
                 .with_content_type("application/json".into())
                 .with_message_id(m.job_id.to_string().into());
+            if let Some(tp) = &m.traceparent {
+                let mut headers = FieldTable::default();
+                headers.insert(
+                    "traceparent".into(),
+                    AMQPValue::LongString(crate::trace::child(tp).into()),
+                );
+                props = props.with_headers(headers);
+            }
             let confirm = ch
                 .basic_publish(
                     exchange.into(),

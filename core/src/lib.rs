@@ -15,6 +15,7 @@ pub mod outbox;
 pub mod retry;
 pub mod signing;
 pub mod store;
+pub mod trace;
 pub mod urlguard;
 pub mod webhook;
 

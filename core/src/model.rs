@@ -113,6 +113,9 @@ pub struct NewJob {
     pub idempotency_key: Option<String>,
     /// SHA-256 of the canonical request, to tell a retry from a different request under one key.
     pub request_hash: Vec<u8>,
+    /// W3C trace context carried to the job's messages, webhooks and callback (`None`: one is
+    /// made when the job is stored).
+    pub traceparent: Option<String>,
 }
 
 /// The job a schedule submits at each tick: a validated submission without its id, time and
@@ -159,6 +162,7 @@ impl JobTemplate {
             metadata: self.metadata.clone(),
             idempotency_key: None,
             request_hash: Vec::new(),
+            traceparent: None,
         }
     }
 }

@@ -119,8 +119,10 @@ impl Relay {
             .await
             .map_err(RelayError::Broker)?;
         let mut tx = self.pool.begin().await?;
-        let rows: Vec<(i64, String, String, Uuid)> = sqlx::query_as(
-            "SELECT id, kind, routing_key, job_id FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        let rows: Vec<(i64, String, String, Uuid, Option<String>)> = sqlx::query_as(
+            "SELECT o.id, o.kind, o.routing_key, o.job_id, j.traceparent
+             FROM outbox o LEFT JOIN jobs j ON j.id = o.job_id
+             ORDER BY o.id LIMIT $1 FOR UPDATE OF o SKIP LOCKED",
         )
         .bind(BATCH)
         .fetch_all(&mut *tx)
@@ -130,10 +132,11 @@ impl Relay {
         }
         let msgs: Vec<Outgoing> = rows
             .iter()
-            .map(|(_, kind, routing_key, job_id)| Outgoing {
+            .map(|(_, kind, routing_key, job_id, traceparent)| Outgoing {
                 kind: kind.clone(),
                 routing_key: routing_key.clone(),
                 job_id: *job_id,
+                traceparent: traceparent.clone(),
             })
             .collect();
         // If this fails the transaction rolls back and the rows stay for the next try.

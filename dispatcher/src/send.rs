@@ -61,15 +61,17 @@ pub async fn send(
     let timestamp = Utc::now().timestamp();
     let signature = signature_header(&secrets, &msg_id, timestamp, body.as_bytes());
     let started = Instant::now();
-    let sent = http
+    let mut request = http
         .post(&d.url)
         .header("content-type", "application/json")
         .header("webhook-id", &msg_id)
         .header("webhook-timestamp", timestamp.to_string())
-        .header("webhook-signature", signature)
-        .body(body)
-        .send()
-        .await;
+        .header("webhook-signature", signature);
+    if let Some(tp) = &d.traceparent {
+        // The job's trace, with this attempt as the parent: the receiver can join it.
+        request = request.header("traceparent", conveyor_core::trace::child(tp));
+    }
+    let sent = request.body(body).send().await;
     let mut resp = match sent {
         Ok(r) => r,
         Err(e) => {

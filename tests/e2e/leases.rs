@@ -15,6 +15,7 @@ use crate::harness::{drop_database, fresh_database};
 
 fn new_job(run_at: Option<chrono::DateTime<chrono::Utc>>) -> NewJob {
     NewJob {
+        traceparent: None,
         id: Uuid::now_v7(),
         job_type: "echo".into(),
         queue: "default".into(),

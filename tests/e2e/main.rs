@@ -21,4 +21,5 @@ mod retention;
 mod sagas;
 mod schedules;
 mod throwaway;
+mod trace_context;
 mod webhooks;

@@ -41,6 +41,8 @@ pub struct Received {
     pub id: String,
     pub timestamp: String,
     pub signatures: String,
+    /// The W3C trace context header, empty when there was none.
+    pub traceparent: String,
     pub body: Vec<u8>,
     pub at: Instant,
 }
@@ -161,6 +163,7 @@ async fn handle(
         id: h("webhook-id"),
         timestamp: h("webhook-timestamp"),
         signatures: h("webhook-signature"),
+        traceparent: h("traceparent"),
         body: body.to_vec(),
         at: Instant::now(),
     };

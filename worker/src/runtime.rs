@@ -22,7 +22,7 @@ use conveyor_core::{
     outbox::{reconnect_backoff, Relay},
     retry::RetryPolicy,
     store::{Claim, ClaimedJob, Finish},
-    JobStatus, Store,
+    trace, JobStatus, Store,
 };
 use futures_util::StreamExt;
 use lapin::{
@@ -212,6 +212,15 @@ impl Worker {
         heartbeat.abort();
         tracing::info!(worker = %inner.id, "worker stopped");
         Ok(())
+    }
+}
+
+/// The `traceparent` header of a job message, when there is a well-formed one.
+fn delivery_trace(delivery: &Delivery) -> Option<String> {
+    let headers = delivery.properties.headers().as_ref()?;
+    match headers.inner().get("traceparent")? {
+        lapin::types::AMQPValue::LongString(s) => trace::parse(&s.to_string()),
+        _ => None,
     }
 }
 
@@ -427,8 +436,11 @@ impl Inner {
             return;
         }
         let job = &claimed.job;
+        // The trace the job was submitted under, as its message carried it.
+        let traceparent = delivery_trace(&delivery);
+        let trace_id = traceparent.as_deref().map(trace::trace_id).unwrap_or("");
         let span = tracing::info_span!("job", job_id = %job.id, job_type = %job.job_type, queue = %job.queue,
-            tenant_id = %claimed.tenant_id, attempt = job.attempts);
+            tenant_id = %claimed.tenant_id, attempt = job.attempts, trace_id = %trace_id);
         self.run_claimed(claimed).instrument(span).await;
     }
 

@@ -48,6 +48,8 @@ pub struct ClaimedDelivery {
     pub secret: String,
     /// The rotated-out secret, while it still signs.
     pub previous_secret: Option<String>,
+    /// The trace of the job that raised it, if any.
+    pub traceparent: Option<String>,
 }
 
 /// What to do with a delivery after an attempt.
@@ -185,7 +187,7 @@ impl Store {
                CASE WHEN c.kind = 'webhook'
                     THEN CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END
                     ELSE CASE WHEN t.callback_previous_expires_at > now() THEN t.callback_previous_secret END
-               END AS previous_secret
+               END AS previous_secret, m.traceparent
              FROM claimed c JOIN messages m ON m.id = c.message_id
                JOIN tenants t ON t.id = c.tenant_id
                LEFT JOIN endpoints e ON e.id = c.endpoint_id"

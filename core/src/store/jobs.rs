@@ -569,19 +569,27 @@ pub(super) async fn insert_on(
         .iter()
         .map(|(_, j)| j.request_hash.as_slice())
         .collect();
+    let traces: Vec<Option<&str>> = order
+        .iter()
+        .map(|(_, j)| j.traceparent.as_deref())
+        .collect();
     let sql = format!(
         "WITH j AS (
            INSERT INTO jobs (id, tenant_id, type, queue, status, priority, payload, max_attempts,
-             timeout_seconds, run_at, callback_url, metadata, idempotency_key, request_hash)
+             timeout_seconds, run_at, callback_url, metadata, idempotency_key, request_hash,
+             traceparent)
            SELECT id, tenant_id, type, queue,
              CASE WHEN run_at > now() THEN 'scheduled' ELSE 'queued' END,
              priority, payload, max_attempts, timeout_seconds, COALESCE(run_at, now()),
-             callback_url, metadata, idempotency_key, request_hash
+             callback_url, metadata, idempotency_key, request_hash,
+             -- A job that came without a trace starts one (version 00, sampled).
+             COALESCE(traceparent, '00-' || replace(gen_random_uuid()::text, '-', '') || '-'
+                                   || left(replace(gen_random_uuid()::text, '-', ''), 16) || '-01')
            FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int2[], $6::jsonb[],
                        $7::int4[], $8::int4[], $9::timestamptz[], $10::text[], $11::jsonb[],
-                       $12::text[], $13::bytea[])
+                       $12::text[], $13::bytea[], $14::text[])
              AS t(id, tenant_id, type, queue, priority, payload, max_attempts, timeout_seconds,
-                  run_at, callback_url, metadata, idempotency_key, request_hash)
+                  run_at, callback_url, metadata, idempotency_key, request_hash, traceparent)
            ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
            RETURNING *),
          o AS (
@@ -603,6 +611,7 @@ pub(super) async fn insert_on(
         .bind(&metadata)
         .bind(&keys)
         .bind(&hashes)
+        .bind(&traces)
         .fetch_all(&mut *conn)
         .await?;
     let mut created: HashMap<Uuid, Job> = rows.into_iter().map(|r| (r.id, Job::from(r))).collect();
