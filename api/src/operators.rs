@@ -368,8 +368,18 @@ async fn audit_log(
     Ok(page(entries, limit, |e| e.id))
 }
 
-async fn queues(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
+async fn queues(
+    State(state): State<AppState>,
+    auth: Auth,
+    QueryPairs(q): QueryPairs,
+) -> ApiResult<Json<Value>> {
     let p = auth.require(Scope::JobsRead)?;
+    if let Some((k, _)) = q.first() {
+        return Err(Problem::bad_query(vec![FieldError::new(
+            k.clone(),
+            "unknown query parameter",
+        )]));
+    }
     let stats: Vec<QueueStats> = state.store.queue_stats(p.tenant_id, &state.queues).await?;
     Ok(Json(json!({ "data": stats })))
 }

@@ -165,7 +165,10 @@ async fn parse_saga(
             None => {
                 errs.push(FieldError::new(
                     format!("{at}.name"),
-                    format!("is required: a non-empty string of at most {MAX_NAME_LEN} bytes"),
+                    format!(
+                        "is required: a non-empty string of at most {MAX_NAME_LEN} bytes, \
+                         without NUL"
+                    ),
                 ));
                 String::new()
             }

@@ -371,5 +371,8 @@ async fn a_paused_queue_accepts_jobs_but_runs_none_until_resumed() {
         .request_as(&reader, Method::GET, "/v1/queues", None)
         .await;
     assert_eq!(status, StatusCode::OK);
+    let (status, p) = app.get("/v1/queues?paused=true").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{p}");
+    assert_eq!(p["errors"][0]["field"], "paused");
     app.stop().await;
 }
