@@ -10,6 +10,7 @@ use axum::{
     Json, Router,
 };
 use conveyor_core::{
+    model::Attempt,
     store::{CancelOutcome, InsertOutcome, JobFilter},
     Job, JobStatus, NewJob, Scope,
 };
@@ -52,6 +53,21 @@ fn with_location(status: StatusCode, job: Job) -> Response {
     located(status, format!("/v1/jobs/{}", job.id), job)
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "submitJob",
+    path = "/v1/jobs",
+    tag = "jobs",
+    request_body = crate::openapi::SubmitJob,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and request get the original answer"),
+    ),
+    responses(
+        (status = 202, description = "Stored and queued (or scheduled)", body = Job, headers(("Location" = String, description = "Where to read it"))),
+        (status = 200, description = "The same Idempotency-Key and request: the original job", body = Job, headers(("Location" = String, description = "Where to read it"))),
+        (status = 409, description = "The Idempotency-Key was used with a different request", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn submit(
     State(state): State<AppState>,
     auth: Auth,
@@ -100,6 +116,17 @@ fn idempotency_conflict() -> Problem {
     Problem::conflict("this idempotency key was used with a different request")
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "submitJobBatch",
+    path = "/v1/jobs/batch",
+    tag = "jobs",
+    request_body = crate::openapi::SubmitBatch,
+    responses(
+        (status = 202, description = "All stored, in order", body = crate::openapi::JobList),
+        (status = 409, description = "An idempotency_key of the batch was used with a different request", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn submit_batch(
     State(state): State<AppState>,
     auth: Auth,
@@ -184,6 +211,17 @@ async fn submit_batch(
     Ok((StatusCode::ACCEPTED, Json(json!({ "jobs": out }))).into_response())
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "getJob",
+    path = "/v1/jobs/{id}",
+    tag = "jobs",
+    params(
+        ("id" = Uuid, Path, description = "The job's id"),
+        ("wait" = Option<u64>, Query, minimum = 0, maximum = 60, description = "Seconds to wait for the job to finish (long-poll)"),
+    ),
+    responses((status = 200, description = "The job", body = Job)),
+)]
 async fn get_job(
     State(state): State<AppState>,
     auth: Auth,
@@ -246,6 +284,22 @@ async fn get_job(
     }
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "listJobs",
+    path = "/v1/jobs",
+    tag = "jobs",
+    params(
+        ("status" = Option<JobStatus>, Query),
+        ("queue" = Option<String>, Query),
+        ("type" = Option<String>, Query),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Page size (default 50)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "The tenant's jobs, newest first", body = crate::openapi::Page<Job>),
+    ),
+)]
 async fn list(
     State(state): State<AppState>,
     auth: Auth,
@@ -277,6 +331,16 @@ async fn list(
     Ok(page(jobs, limit, |j| j.id))
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "listJobAttempts",
+    path = "/v1/jobs/{id}/attempts",
+    tag = "jobs",
+    params(("id" = Uuid, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job's attempts, oldest first", body = crate::openapi::Listed<Attempt>),
+    ),
+)]
 async fn attempts(
     State(state): State<AppState>,
     auth: Auth,
@@ -291,6 +355,17 @@ async fn attempts(
     Ok(Json(json!({ "data": attempts })))
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "cancelJob",
+    path = "/v1/jobs/{id}/cancel",
+    tag = "jobs",
+    params(("id" = Uuid, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "Cancelled", body = Job),
+        (status = 409, description = "The job has already finished", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn cancel(
     State(state): State<AppState>,
     auth: Auth,

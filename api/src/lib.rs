@@ -6,6 +6,7 @@ mod console;
 mod extract;
 mod jobs;
 mod limits;
+mod openapi;
 mod operators;
 mod paging;
 pub mod problem;
@@ -57,6 +58,8 @@ pub struct AppState {
     max_body_bytes: usize,
     allow_private_targets: bool,
     queues: Arc<Vec<String>>,
+    /// `/openapi.json`, serialised once.
+    openapi: axum::body::Bytes,
     /// Cancelled when the process stops, so long-polls answer at once instead of holding up
     /// the graceful shutdown.
     shutdown: CancellationToken,
@@ -100,6 +103,9 @@ impl AppState {
                 Ok(vec![(); events.len()])
             }
         });
+        let openapi = serde_json::to_vec(&openapi::document(&catalog.names(), &cfg.queues))
+            .expect("the document serialises")
+            .into();
         Self {
             store,
             relay,
@@ -114,6 +120,7 @@ impl AppState {
             max_body_bytes: cfg.max_body_bytes,
             allow_private_targets: cfg.allow_private_targets,
             queues: Arc::new(cfg.queues.clone()),
+            openapi,
             shutdown,
         }
     }
@@ -124,6 +131,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
         .merge(jobs::router())
         .merge(webhooks::router())
         .merge(schedules::router())
@@ -160,6 +168,15 @@ pub async fn serve(
 }
 
 /// Prometheus text exposition; no auth (API.md), so it carries no tenant's data.
+#[utoipa::path(
+    get,
+    operation_id = "metrics",
+    path = "/metrics",
+    tag = "health",
+    responses(
+        (status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"),
+    ),
+)]
 async fn metrics(State(state): State<AppState>) -> Response {
     let body = conveyor_core::metrics::render(&state.store, &state.queues).await;
     (
@@ -192,11 +209,30 @@ async fn count_request(req: axum::extract::Request, next: axum::middleware::Next
     resp
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "healthz",
+    path = "/healthz",
+    tag = "health",
+    responses(
+        (status = 200, description = "The process is up", body = crate::openapi::Status),
+    ),
+)]
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// Ready when PostgreSQL answers and this process's relay reaches RabbitMQ.
+#[utoipa::path(
+    get,
+    operation_id = "readyz",
+    path = "/readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "PostgreSQL and RabbitMQ answer", body = Object),
+        (status = 503, description = "A dependency is down", body = crate::openapi::Problem, content_type = "application/problem+json", headers(("Retry-After" = i64, description = "Seconds"))),
+    ),
+)]
 async fn readyz(State(state): State<AppState>) -> Response {
     let postgres = state.store.ping().await.is_ok();
     let rabbitmq = state.relay.broker_connected();

@@ -10,7 +10,7 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use conveyor_core::{
-    store::{DeadFilter, QueueStats, Replay},
+    store::{AuditEntry, DeadFilter, QueueStats, Replay},
     Job, Principal, Scope,
 };
 use serde_json::{json, Map, Value};
@@ -45,6 +45,18 @@ pub fn router() -> Router<AppState> {
 
 /// `POST /v1/jobs/{id}/replay`, body `{"payload"?}`: a dead or cancelled job runs again with a
 /// fresh attempt budget; its attempts so far stay.
+#[utoipa::path(
+    post,
+    operation_id = "replayJob",
+    path = "/v1/jobs/{id}/replay",
+    tag = "operators",
+    params(("id" = Uuid, Path, description = "The job's id")),
+    request_body(content = Option<crate::openapi::ReplayOne>, description = "Optional"),
+    responses(
+        (status = 202, description = "Queued again with a fresh attempt budget", body = Job, headers(("Location" = String, description = "Where to read it"))),
+        (status = 409, description = "The job is neither dead nor cancelled", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn replay_one(
     State(state): State<AppState>,
     auth: Auth,
@@ -161,6 +173,22 @@ fn check_type(field: &str, t: &str) -> Result<String, FieldError> {
     }
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "listDeadLetters",
+    path = "/v1/dead-letters",
+    tag = "operators",
+    params(
+        ("queue" = Option<String>, Query),
+        ("type" = Option<String>, Query),
+        ("since" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "Died at or after"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Page size (default 50)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "Dead jobs, newest first", body = crate::openapi::Page<Job>),
+    ),
+)]
 async fn list_dead(
     State(state): State<AppState>,
     auth: Auth,
@@ -274,6 +302,16 @@ fn merge_patch(payload: &Value, patch: &Map<String, Value>) -> Value {
 /// `POST /v1/dead-letters/replay`: `{"matched", "replayed", "skipped": [{id, errors}]}`. A dry
 /// run counts and changes nothing. Each page of dead jobs is replayed in a transaction of its
 /// own, so a large replay never holds many rows locked.
+#[utoipa::path(
+    post,
+    operation_id = "replayDeadLetters",
+    path = "/v1/dead-letters/replay",
+    tag = "operators",
+    request_body = crate::openapi::ReplayBulk,
+    responses(
+        (status = 200, description = "What was (or, on a dry run, would be) replayed", body = crate::openapi::ReplayReport),
+    ),
+)]
 async fn replay_bulk(
     State(state): State<AppState>,
     auth: Auth,
@@ -343,6 +381,20 @@ pub(crate) async fn run_bulk_replay(
     }))
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "listAuditLog",
+    path = "/v1/audit-log",
+    tag = "operators",
+    params(
+        ("target" = Option<String>, Query, description = "A job id or a queue name"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Page size (default 50)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "Operator actions, newest first", body = crate::openapi::Page<AuditEntry>),
+    ),
+)]
 async fn audit_log(
     State(state): State<AppState>,
     auth: Auth,
@@ -368,6 +420,15 @@ async fn audit_log(
     Ok(page(entries, limit, |e| e.id))
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "listQueues",
+    path = "/v1/queues",
+    tag = "operators",
+    responses(
+        (status = 200, description = "Each queue of the deployment with the tenant's jobs in it", body = crate::openapi::Listed<QueueStats>),
+    ),
+)]
 async fn queues(
     State(state): State<AppState>,
     auth: Auth,
@@ -408,6 +469,16 @@ pub(crate) async fn set_paused(
 }
 
 /// Workers stop taking the queue's jobs (within a second); submissions are still accepted.
+#[utoipa::path(
+    post,
+    operation_id = "pauseQueue",
+    path = "/v1/queues/{name}/pause",
+    tag = "operators",
+    params(("name" = String, Path, description = "A queue of this deployment")),
+    responses(
+        (status = 200, description = "Paused: workers stop taking its jobs", body = QueueStats),
+    ),
+)]
 async fn pause(
     State(state): State<AppState>,
     auth: Auth,
@@ -417,6 +488,14 @@ async fn pause(
     Ok(Json(set_paused(&state, p, &name, true).await?))
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "resumeQueue",
+    path = "/v1/queues/{name}/resume",
+    tag = "operators",
+    params(("name" = String, Path, description = "A queue of this deployment")),
+    responses((status = 200, description = "Resumed", body = QueueStats)),
+)]
 async fn resume(
     State(state): State<AppState>,
     auth: Auth,

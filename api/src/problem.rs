@@ -7,7 +7,8 @@ use axum::{
 };
 use serde::Serialize;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// One bad field of a request, by its path (`jobs[2].type`), and what is wrong with it.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,

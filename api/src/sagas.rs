@@ -204,6 +204,21 @@ fn with_location(status: StatusCode, saga: Value) -> Response {
     located(status, location, saga)
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "submitSaga",
+    path = "/v1/sagas",
+    tag = "sagas",
+    request_body = crate::openapi::SubmitSaga,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and request get the original answer"),
+    ),
+    responses(
+        (status = 202, description = "Stored; its first step is queued", body = crate::openapi::Saga, headers(("Location" = String, description = "Where to read it"))),
+        (status = 200, description = "The same Idempotency-Key and request: the original saga", body = crate::openapi::Saga, headers(("Location" = String, description = "Where to read it"))),
+        (status = 409, description = "The Idempotency-Key was used with a different request", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn submit(
     State(state): State<AppState>,
     auth: Auth,
@@ -237,6 +252,16 @@ async fn submit(
     }
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "getSaga",
+    path = "/v1/sagas/{id}",
+    tag = "sagas",
+    params(("id" = Uuid, Path, description = "The saga's id")),
+    responses(
+        (status = 200, description = "The saga with its steps", body = crate::openapi::Saga),
+    ),
+)]
 async fn get_one(
     State(state): State<AppState>,
     auth: Auth,
@@ -251,6 +276,20 @@ async fn get_one(
     Ok(Json(s))
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "listSagas",
+    path = "/v1/sagas",
+    tag = "sagas",
+    params(
+        ("status" = Option<String>, Query, description = "running, completed, compensating, compensated or failed"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Page size (default 50)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "The tenant's sagas, newest first", body = crate::openapi::Page<crate::openapi::Saga>),
+    ),
+)]
 async fn list(
     State(state): State<AppState>,
     auth: Auth,

@@ -9,7 +9,7 @@ use axum::{
     Json, Router,
 };
 use chrono::Utc;
-use conveyor_core::{cron::CronSpec, JobTemplate, Schedule, ScheduleSpec, Scope};
+use conveyor_core::{cron::CronSpec, Job, JobTemplate, Schedule, ScheduleSpec, Scope};
 use serde_json::{Map, Value};
 
 use crate::{
@@ -152,6 +152,14 @@ fn no_schedule() -> Problem {
     Problem::not_found("no such schedule")
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "createSchedule",
+    path = "/v1/schedules",
+    tag = "schedules",
+    request_body = crate::openapi::ScheduleRequest,
+    responses((status = 201, description = "Created", body = Schedule)),
+)]
 async fn create(
     State(state): State<AppState>,
     auth: Auth,
@@ -169,6 +177,19 @@ async fn create(
     Ok((StatusCode::CREATED, Json(s)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "listSchedules",
+    path = "/v1/schedules",
+    tag = "schedules",
+    params(
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Page size (default 50)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "The tenant's schedules", body = crate::openapi::Page<Schedule>),
+    ),
+)]
 async fn list(
     State(state): State<AppState>,
     auth: Auth,
@@ -183,6 +204,14 @@ async fn list(
     Ok(page(rows, limit, |s| s.id))
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "getSchedule",
+    path = "/v1/schedules/{id}",
+    tag = "schedules",
+    params(("id" = Uuid, Path, description = "The schedule's id")),
+    responses((status = 200, description = "The schedule", body = Schedule)),
+)]
 async fn get_one(
     State(state): State<AppState>,
     auth: Auth,
@@ -197,6 +226,15 @@ async fn get_one(
     Ok(Json(s))
 }
 
+#[utoipa::path(
+    patch,
+    operation_id = "updateSchedule",
+    path = "/v1/schedules/{id}",
+    tag = "schedules",
+    params(("id" = Uuid, Path, description = "The schedule's id")),
+    request_body(content = crate::openapi::ScheduleRequest, description = "Only the fields to change"),
+    responses((status = 200, description = "Changed", body = Schedule)),
+)]
 async fn update(
     State(state): State<AppState>,
     auth: Auth,
@@ -233,6 +271,14 @@ async fn update(
     Ok(Json(s))
 }
 
+#[utoipa::path(
+    delete,
+    operation_id = "deleteSchedule",
+    path = "/v1/schedules/{id}",
+    tag = "schedules",
+    params(("id" = Uuid, Path, description = "The schedule's id")),
+    responses((status = 204, description = "Deleted")),
+)]
 async fn delete(
     State(state): State<AppState>,
     auth: Auth,
@@ -246,6 +292,16 @@ async fn delete(
     }
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "triggerSchedule",
+    path = "/v1/schedules/{id}/trigger",
+    tag = "schedules",
+    params(("id" = Uuid, Path, description = "The schedule's id")),
+    responses(
+        (status = 202, description = "A run now, as a job", body = Job, headers(("Location" = String, description = "Where to read it"))),
+    ),
+)]
 async fn trigger(
     State(state): State<AppState>,
     auth: Auth,

@@ -13,7 +13,9 @@ use conveyor_core::{
     signing::Secret,
     store::{NewEvent, ResendOutcome},
     urlguard,
-    webhook::{is_reserved_event_type, valid_event_type, EndpointPatch, NewEndpoint},
+    webhook::{
+        is_reserved_event_type, valid_event_type, Delivery, Endpoint, EndpointPatch, NewEndpoint,
+    },
     Scope,
 };
 use serde_json::{json, Map, Value};
@@ -134,6 +136,16 @@ async fn parse_endpoint(
     }
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "createEndpoint",
+    path = "/v1/endpoints",
+    tag = "webhooks",
+    request_body = crate::openapi::EndpointRequest,
+    responses(
+        (status = 201, description = "Created; the secret is shown this once", body = crate::openapi::CreatedEndpoint),
+    ),
+)]
 async fn create_endpoint(
     State(state): State<AppState>,
     auth: Auth,
@@ -159,6 +171,19 @@ async fn create_endpoint(
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "listEndpoints",
+    path = "/v1/endpoints",
+    tag = "webhooks",
+    params(
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Page size (default 50)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "The tenant's endpoints", body = crate::openapi::Page<Endpoint>),
+    ),
+)]
 async fn list_endpoints(
     State(state): State<AppState>,
     auth: Auth,
@@ -177,6 +202,16 @@ fn no_endpoint() -> Problem {
     Problem::not_found("no such endpoint")
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "getEndpoint",
+    path = "/v1/endpoints/{id}",
+    tag = "webhooks",
+    params(("id" = Uuid, Path, description = "The endpoint's id")),
+    responses(
+        (status = 200, description = "The endpoint (never its secret)", body = Endpoint),
+    ),
+)]
 async fn get_endpoint(
     State(state): State<AppState>,
     auth: Auth,
@@ -191,6 +226,15 @@ async fn get_endpoint(
     Ok(Json(e).into_response())
 }
 
+#[utoipa::path(
+    patch,
+    operation_id = "updateEndpoint",
+    path = "/v1/endpoints/{id}",
+    tag = "webhooks",
+    params(("id" = Uuid, Path, description = "The endpoint's id")),
+    request_body(content = crate::openapi::EndpointRequest, description = "Only the fields to change"),
+    responses((status = 200, description = "Changed", body = Endpoint)),
+)]
 async fn update_endpoint(
     State(state): State<AppState>,
     auth: Auth,
@@ -209,6 +253,14 @@ async fn update_endpoint(
     Ok(Json(e).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    operation_id = "deleteEndpoint",
+    path = "/v1/endpoints/{id}",
+    tag = "webhooks",
+    params(("id" = Uuid, Path, description = "The endpoint's id")),
+    responses((status = 204, description = "Deleted")),
+)]
 async fn delete_endpoint(
     State(state): State<AppState>,
     auth: Auth,
@@ -222,6 +274,16 @@ async fn delete_endpoint(
     }
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "rotateEndpointSecret",
+    path = "/v1/endpoints/{id}/rotate-secret",
+    tag = "webhooks",
+    params(("id" = Uuid, Path, description = "The endpoint's id")),
+    responses(
+        (status = 200, description = "The new secret; the old one keeps signing for the grace period", body = crate::openapi::SecretAnswer),
+    ),
+)]
 async fn rotate_secret(
     State(state): State<AppState>,
     auth: Auth,
@@ -239,6 +301,21 @@ async fn rotate_secret(
     Ok(Json(json!({ "secret": secret })))
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "listEndpointDeliveries",
+    path = "/v1/endpoints/{id}/deliveries",
+    tag = "webhooks",
+    params(
+        ("id" = Uuid, Path, description = "The endpoint's id"),
+        ("status" = Option<String>, Query, description = "pending, delivering, succeeded or failed"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Page size (default 50)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "The endpoint's deliveries, newest first", body = crate::openapi::Page<Delivery>),
+    ),
+)]
 async fn list_deliveries(
     State(state): State<AppState>,
     auth: Auth,
@@ -266,6 +343,18 @@ async fn list_deliveries(
     Ok(page(rows, limit, |d| d.id))
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "recoverEndpoint",
+    path = "/v1/endpoints/{id}/recover",
+    tag = "webhooks",
+    params(("id" = Uuid, Path, description = "The endpoint's id")),
+    request_body = crate::openapi::RecoverRequest,
+    responses(
+        (status = 202, description = "Failed deliveries since then are pending again", body = crate::openapi::Recovered),
+        (status = 409, description = "The endpoint is disabled", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn recover(
     State(state): State<AppState>,
     auth: Auth,
@@ -371,6 +460,16 @@ fn parse_event(body: &Value) -> Result<(String, String), Vec<FieldError>> {
     }
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "publishEvent",
+    path = "/v1/events",
+    tag = "webhooks",
+    request_body = crate::openapi::PublishEvent,
+    responses(
+        (status = 202, description = "Stored; delivered to every subscribed endpoint", body = crate::openapi::Published),
+    ),
+)]
 async fn publish_event(
     State(state): State<AppState>,
     auth: Auth,
@@ -392,6 +491,16 @@ async fn publish_event(
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response())
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "getDelivery",
+    path = "/v1/deliveries/{id}",
+    tag = "webhooks",
+    params(("id" = Uuid, Path, description = "The delivery's id")),
+    responses(
+        (status = 200, description = "The delivery with its attempts", body = crate::openapi::DeliveryDetail),
+    ),
+)]
 async fn get_delivery(
     State(state): State<AppState>,
     auth: Auth,
@@ -408,6 +517,17 @@ async fn get_delivery(
     Ok(Json(out))
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "resendDelivery",
+    path = "/v1/deliveries/{id}/resend",
+    tag = "webhooks",
+    params(("id" = Uuid, Path, description = "The delivery's id")),
+    responses(
+        (status = 202, description = "Pending again", body = Delivery),
+        (status = 409, description = "Still pending or in flight, or the endpoint is disabled", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn resend(
     State(state): State<AppState>,
     auth: Auth,
@@ -426,6 +546,15 @@ async fn resend(
     }
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "getCallbackSecret",
+    path = "/v1/callback-secret",
+    tag = "webhooks",
+    responses(
+        (status = 200, description = "The secret that signs this tenant's job callbacks", body = crate::openapi::SecretAnswer),
+    ),
+)]
 async fn callback_secret(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
     let p = auth.require(Scope::Admin)?;
     let secret = state
@@ -436,6 +565,15 @@ async fn callback_secret(State(state): State<AppState>, auth: Auth) -> ApiResult
     Ok(Json(json!({ "secret": secret })))
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "rotateCallbackSecret",
+    path = "/v1/callback-secret/rotate",
+    tag = "webhooks",
+    responses(
+        (status = 200, description = "The new callback secret", body = crate::openapi::SecretAnswer),
+    ),
+)]
 async fn rotate_callback_secret(
     State(state): State<AppState>,
     auth: Auth,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     Scheduled,
@@ -61,7 +61,7 @@ impl fmt::Display for JobStatus {
 }
 
 /// A job as clients see it (API.md "Job").
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Job {
     pub id: Uuid,
     #[serde(rename = "type")]
@@ -85,7 +85,7 @@ pub struct Job {
 }
 
 /// One run of a job (API.md "attempts").
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Attempt {
     pub attempt: i32,
     pub started_at: DateTime<Utc>,
@@ -120,7 +120,7 @@ pub struct NewJob {
 
 /// The job a schedule submits at each tick: a validated submission without its id, time and
 /// idempotency key, kept as JSON in the schedule.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobTemplate {
     #[serde(rename = "type")]
     pub job_type: String,
@@ -168,7 +168,7 @@ impl JobTemplate {
 }
 
 /// A cron schedule as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Schedule {
     pub id: Uuid,
     pub name: String,

@@ -41,7 +41,7 @@ pub fn is_reserved_event_type(t: &str) -> bool {
 }
 
 /// An endpoint as the API shows it (never with its secret, except on creation).
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Endpoint {
     pub id: Uuid,
     pub url: String,
@@ -75,7 +75,7 @@ pub struct EndpointPatch {
 }
 
 /// One delivery of one message to one endpoint (or one job callback).
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Delivery {
     pub id: Uuid,
     /// The `webhook-id` header: the same on every attempt and every resend.
@@ -97,7 +97,7 @@ pub struct Delivery {
 }
 
 /// One attempt at a delivery.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct DeliveryAttempt {
     pub attempt: i32,
     pub started_at: DateTime<Utc>,

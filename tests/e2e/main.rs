@@ -14,6 +14,7 @@ mod jobs;
 mod leases;
 mod limits;
 mod metrics;
+mod openapi;
 mod operators;
 mod outage;
 mod receiver;

@@ -29,7 +29,7 @@ pub struct Replay {
     pub payload: Option<Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: Uuid,
     pub key_id: Option<Uuid>,
@@ -40,15 +40,17 @@ pub struct AuditEntry {
 }
 
 /// One queue as an operator sees it: the tenant's jobs in it, and whether it is paused.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct QueueStats {
     pub name: String,
     pub paused: bool,
     /// Jobs waiting or in flight, and dead, by status.
+    #[schema(value_type = std::collections::HashMap<String, i64>)]
     pub counts: serde_json::Map<String, Value>,
     /// Seconds the oldest `queued` job has waited.
     pub oldest_queued_age_seconds: Option<f64>,
     /// Jobs that ended in the last minute, by status (succeeded, dead, cancelled).
+    #[schema(value_type = std::collections::HashMap<String, i64>)]
     pub last_minute: serde_json::Map<String, Value>,
 }
 
