@@ -27,7 +27,7 @@ use crate::{
 };
 
 pub const MAX_BATCH: usize = 1000;
-const MAX_WAIT_SECONDS: u64 = 60;
+pub(crate) const MAX_WAIT_SECONDS: u64 = 60;
 /// A long-poll re-reads its job this often even without a notification, in case one was
 /// missed while the listener reconnected.
 const RECHECK: Duration = Duration::from_secs(5);

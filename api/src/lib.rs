@@ -56,6 +56,7 @@ pub struct AppState {
     backlogs: Arc<limits::Backlogs>,
     waiters: Arc<Waiters>,
     max_body_bytes: usize,
+    request_timeout: Duration,
     allow_private_targets: bool,
     queues: Arc<Vec<String>>,
     /// `/openapi.json`, serialised once.
@@ -118,6 +119,7 @@ impl AppState {
             backlogs: Arc::new(limits::Backlogs::new(cfg.queue_max_backlog)),
             waiters: Arc::new(Waiters::new()),
             max_body_bytes: cfg.max_body_bytes,
+            request_timeout: cfg.request_timeout,
             allow_private_targets: cfg.allow_private_targets,
             queues: Arc::new(cfg.queues.clone()),
             openapi,
@@ -127,6 +129,7 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    let request_timeout = state.request_timeout;
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -141,6 +144,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
         .with_state(state)
+        .layer(axum::middleware::from_fn(move |req, next| {
+            with_deadline(request_timeout, req, next)
+        }))
         .layer(axum::middleware::from_fn(count_request))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("a request handler panicked");
@@ -207,6 +213,40 @@ async fn count_request(req: axum::extract::Request, next: axum::middleware::Next
         started.elapsed(),
     );
     resp
+}
+
+/// Answers 503 when a request takes longer than `timeout`: a stuck dependency or a client
+/// that sends its body too slowly must not hold a connection and a task forever. A long-poll
+/// (`?wait=N`) gets its N seconds on top, so it is never cut short.
+async fn with_deadline(
+    timeout: Duration,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let wait = req
+        .uri()
+        .query()
+        .and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "wait")
+                .and_then(|(_, v)| v.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        .min(jobs::MAX_WAIT_SECONDS);
+    let limit = timeout + Duration::from_secs(wait);
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => {
+            tracing::warn!(timeout = ?limit, "a request timed out");
+            let mut p = Problem::unavailable(format!(
+                "the request took longer than {} s; a submission may still have been stored, \
+                 so retry it with the same Idempotency-Key",
+                limit.as_secs_f64()
+            ));
+            p.retry_after = Some(1);
+            p.into_response()
+        }
+    }
 }
 
 #[utoipa::path(

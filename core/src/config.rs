@@ -114,6 +114,11 @@ pub struct Config {
     #[arg(long, env = "CONVEYOR_QUEUE_MAX_BACKLOG", default_value_t = 100_000)]
     pub queue_max_backlog: u64,
 
+    /// A request still unanswered after this gets 503 (a long-poll gets its `wait` on top).
+    /// A submission cut off may still have been stored: retry it with its Idempotency-Key.
+    #[arg(long, env = "CONVEYOR_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
     /// Larger request bodies get 413.
     #[arg(long, env = "CONVEYOR_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub max_body_bytes: usize,

@@ -162,3 +162,59 @@ async fn a_queue_over_its_backlog_bound_refuses_submissions_with_503_and_loses_n
     app.submit(json!({"type": "echo"})).await; // drained: accepted again
     app.stop().await;
 }
+
+/// A client that sends its body too slowly is answered at the request timeout with a 503
+/// problem, and nothing is stored; a long-poll is given its `wait` on top of the timeout.
+#[tokio::test]
+async fn a_request_over_the_timeout_gets_503_but_a_long_poll_gets_its_wait() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = TestApp::start_with(Roles::API, |c| {
+        c.request_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let addr = app.url.trim_start_matches("http://").to_owned();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /v1/jobs HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 40\r\n\r\n{{\"type\":",
+        app.key
+    );
+    let started = Instant::now();
+    conn.write_all(head.as_bytes()).await.unwrap();
+    // The rest of the body never comes.
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("\"status\":503") {
+        let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut chunk))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed without an answer: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.contains("content-type: application/problem+json"),
+        "{answer}"
+    );
+    assert!(answer.contains("retry-after: 1"), "{answer}");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert_eq!(jobs_stored(&app).await, 0);
+
+    // A long-poll of 2 s on a job that will not finish answers 200 after its wait, not 503.
+    let job = app
+        .submit(json!({"type": "echo", "payload": {}, "delay_seconds": 3600}))
+        .await;
+    let started = Instant::now();
+    let (status, body) = app.get(&format!("/v1/jobs/{}?wait=2", job.id)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "scheduled");
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    app.stop().await;
+}
