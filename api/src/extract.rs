@@ -168,6 +168,9 @@ impl FromRequestParts<AppState> for Auth {
             .await?
             .ok_or_else(|| Problem::unauthorized("unknown or revoked API key"))?;
         state.rate_limits.check(&principal)?;
+        if let Some(route) = parts.extensions.get::<axum::extract::MatchedPath>() {
+            state.usage.count(&principal, route.as_str());
+        }
         Ok(Auth(principal))
     }
 }

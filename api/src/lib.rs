@@ -12,6 +12,7 @@ mod paging;
 pub mod problem;
 mod sagas;
 mod schedules;
+mod usage;
 mod validate;
 mod waiters;
 mod webhooks;
@@ -55,6 +56,7 @@ pub struct AppState {
     rate_limits: Arc<limits::RateLimits>,
     backlogs: Arc<limits::Backlogs>,
     waiters: Arc<Waiters>,
+    usage: Arc<usage::UsageCounter>,
     max_body_bytes: usize,
     request_timeout: Duration,
     allow_private_targets: bool,
@@ -118,6 +120,7 @@ impl AppState {
             rate_limits: Arc::new(limits::RateLimits::new(cfg.key_rate_limit)),
             backlogs: Arc::new(limits::Backlogs::new(cfg.queue_max_backlog)),
             waiters: Arc::new(Waiters::new()),
+            usage: Arc::default(),
             max_body_bytes: cfg.max_body_bytes,
             request_timeout: cfg.request_timeout,
             allow_private_targets: cfg.allow_private_targets,
@@ -135,6 +138,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi::openapi_json))
+        .route("/v1/usage", get(usage::usage))
         .merge(jobs::router())
         .merge(webhooks::router())
         .merge(schedules::router())
@@ -165,11 +169,17 @@ pub async fn serve(
     let pool = state.store.pool().clone();
     let listen_stop = shutdown.clone();
     let listener_task = tokio::spawn(async move { waiters.listen(pool, listen_stop).await });
+    let usage = state.usage.clone();
+    let usage_store = state.store.clone();
+    let usage_stop = shutdown.clone();
+    let usage_task = tokio::spawn(async move { usage.run(usage_store, usage_stop).await });
     tracing::info!(addr = %listener.local_addr()?, "API listening");
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
     listener_task.abort();
+    // Its last flush, of the requests that finished during the graceful shutdown.
+    let _ = usage_task.await;
     Ok(())
 }
 

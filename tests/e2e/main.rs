@@ -23,4 +23,5 @@ mod sagas;
 mod schedules;
 mod throwaway;
 mod trace_context;
+mod usage;
 mod webhooks;

@@ -8,6 +8,7 @@ mod operators;
 mod retention;
 mod sagas;
 mod schedules;
+mod usage;
 mod webhooks;
 
 pub use deliveries::{ClaimLimits, ClaimedDelivery, DeliveryOutcome, HealthRules, NextStep};
@@ -17,6 +18,7 @@ pub use operators::{AuditEntry, DeadFilter, QueueStats, Replay};
 pub use retention::Purged;
 pub use sagas::{NewSaga, NewSagaStep, SagaOutcome};
 pub use schedules::{FirePass, NameTaken};
+pub use usage::{UsageKey, UsageRow};
 pub use webhooks::{NewEvent, ResendOutcome};
 
 use sqlx::PgPool;
