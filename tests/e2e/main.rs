@@ -21,6 +21,7 @@ mod receiver;
 mod retention;
 mod sagas;
 mod schedules;
+mod secrets_in_logs;
 mod throwaway;
 mod trace_context;
 mod usage;
