@@ -218,3 +218,56 @@ async fn a_request_over_the_timeout_gets_503_but_a_long_poll_gets_its_wait() {
     assert!(started.elapsed() >= Duration::from_secs(2));
     app.stop().await;
 }
+
+/// Under both limits at once, for 4 s: a limited key submits as fast as it can to a queue at
+/// its bound while workers drain it. Every answer is 202, 429 or 503; every 202's job is
+/// stored and succeeds; nothing else is stored.
+#[tokio::test]
+async fn under_both_limits_every_accepted_job_runs_and_nothing_else_is_stored() {
+    let app = TestApp::start_with(Roles::ALL, |c| c.queue_max_backlog = 10).await;
+    let key = app
+        .store
+        .create_key_limited(
+            app.tenant_id,
+            &[Scope::JobsWrite, Scope::JobsRead],
+            Some(40),
+        )
+        .await
+        .unwrap();
+    // Slow jobs, so that the queue fills past its bound while the key is also over its rate.
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut accepted = Vec::new();
+    let (mut limited, mut full) = (0, 0);
+    let mut i = 0;
+    while Instant::now() < deadline {
+        i += 1;
+        let resp = app
+            .client
+            .post(format!("{}/v1/jobs", app.url))
+            .bearer_auth(&key)
+            .json(&json!({"type": "sleep", "payload": {"ms": 300}, "metadata": {"i": i}}))
+            .send()
+            .await
+            .unwrap();
+        match resp.status() {
+            StatusCode::ACCEPTED => {
+                let v: Value = resp.json().await.unwrap();
+                accepted.push(Uuid::parse_str(v["id"].as_str().unwrap()).unwrap());
+            }
+            StatusCode::TOO_MANY_REQUESTS => limited += 1,
+            StatusCode::SERVICE_UNAVAILABLE => full += 1,
+            other => panic!("unexpected {other}: {}", resp.text().await.unwrap()),
+        }
+    }
+    assert!(limited > 0, "the rate limit never applied");
+    assert!(full > 0, "the backlog bound never applied");
+    assert!(!accepted.is_empty());
+    assert_eq!(jobs_stored(&app).await, accepted.len() as i64);
+    for id in &accepted {
+        assert_eq!(
+            app.wait_terminal(*id, 60).await.status,
+            JobStatus::Succeeded
+        );
+    }
+    app.stop().await;
+}
