@@ -99,6 +99,7 @@ async fn parse_saga(
         steps: Vec::new(),
         idempotency_key: header_key.map(str::to_owned),
         request_hash: Sha256::digest(serde_json::to_vec(body).unwrap_or_default()).to_vec(),
+        traceparent: None,
     };
     for (k, v) in obj {
         match k.as_str() {
@@ -233,9 +234,12 @@ async fn submit(
             "must be 1 to 255 characters",
         )]));
     }
-    let saga = parse_saga(&state, &body, header_key)
+    let mut saga = parse_saga(&state, &body, header_key)
         .await
         .map_err(Problem::validation)?;
+    // Like a job's: the request's trace, or one of its own, so it can be followed.
+    saga.traceparent =
+        Some(crate::jobs::request_trace(&headers).unwrap_or_else(conveyor_core::trace::new_trace));
     state
         .backlogs
         .check(&state.store, &saga.steps[0].job.queue)

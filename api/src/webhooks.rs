@@ -3,7 +3,7 @@
 
 use axum::{
     extract::State,
-    http::StatusCode,
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
@@ -473,6 +473,7 @@ fn parse_event(body: &Value) -> Result<(String, String), Vec<FieldError>> {
 async fn publish_event(
     State(state): State<AppState>,
     auth: Auth,
+    headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     let p = auth.require(Scope::WebhooksWrite)?;
@@ -482,6 +483,10 @@ async fn publish_event(
         tenant_id: p.tenant_id,
         event_type,
         body,
+        // Like a job's: the request's trace, or one of its own, so it can be followed.
+        traceparent: Some(
+            crate::jobs::request_trace(&headers).unwrap_or_else(conveyor_core::trace::new_trace),
+        ),
     };
     let id = event.id;
     state.events.call(event).await.map_err(|e| {

@@ -16,6 +16,8 @@ pub struct NewSaga {
     pub idempotency_key: Option<String>,
     /// The canonical request's hash, to tell a retry from a different use of the same key.
     pub request_hash: Vec<u8>,
+    /// The trace it was submitted in: its jobs, event and callback carry it on.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -40,8 +42,9 @@ impl Store {
         let id = Uuid::now_v7();
         let mut tx = self.pool.begin().await?;
         let inserted: Option<Uuid> = sqlx::query_scalar(
-            "INSERT INTO sagas (id, tenant_id, name, callback_url, idempotency_key, request_hash)
-             VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO sagas (id, tenant_id, name, callback_url, idempotency_key, request_hash,
+                                traceparent)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
              RETURNING id",
         )
@@ -51,6 +54,7 @@ impl Store {
         .bind(saga.callback_url.as_deref())
         .bind(saga.idempotency_key.as_deref())
         .bind(&saga.request_hash)
+        .bind(saga.traceparent.as_deref())
         .fetch_optional(&mut *tx)
         .await?;
         if inserted.is_none() {

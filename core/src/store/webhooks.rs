@@ -25,6 +25,8 @@ pub struct NewEvent {
     pub tenant_id: Uuid,
     pub event_type: String,
     pub body: String,
+    /// The trace it was published in: its deliveries carry it on.
+    pub traceparent: Option<String>,
 }
 
 pub enum ResendOutcome {
@@ -187,8 +189,8 @@ impl Store {
         let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO messages (id, tenant_id, event_type, body)
-             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[])",
+            "INSERT INTO messages (id, tenant_id, event_type, body, traceparent)
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[])",
         )
         .bind(&ids)
         .bind(events.iter().map(|e| e.tenant_id).collect::<Vec<_>>())
@@ -199,6 +201,12 @@ impl Store {
                 .collect::<Vec<_>>(),
         )
         .bind(events.iter().map(|e| e.body.as_str()).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.traceparent.as_deref())
+                .collect::<Vec<_>>(),
+        )
         .execute(&mut *tx)
         .await?;
         let made: i32 = sqlx::query_scalar("SELECT conveyor_fan_out($1)")
