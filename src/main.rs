@@ -3,10 +3,10 @@ use conveyor::{
     app::{self, Roles},
     bench,
     cli::{self, ClientArgs, DlqCommand, JobsCommand, QueuesCommand},
+    telemetry,
 };
 use conveyor_core::{db, Config, Scope, Store};
 use conveyor_worker::Registry;
-use tracing_subscriber::EnvFilter;
 
 /// Conveyor: asynchronous jobs and webhooks.
 #[derive(Parser)]
@@ -95,24 +95,27 @@ enum KeysCommand {
     },
 }
 
-fn init_logging(format: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(&cli.log_format);
-    match cli.command {
+    // The roles' spans are exported (when an OTLP endpoint is configured); a client
+    // command's are not.
+    let role = matches!(
+        cli.command,
+        Command::All(_)
+            | Command::Api(_)
+            | Command::Worker(_)
+            | Command::Scheduler(_)
+            | Command::Dispatcher(_)
+    );
+    let telemetry = telemetry::init(&cli.log_format, role)?;
+    let result = command(cli.command).await;
+    telemetry.shutdown().await;
+    result
+}
+
+async fn command(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::All(a) => run(a.config, Roles::ALL).await,
         Command::Api(a) => run(a.config, Roles::API).await,
         Command::Worker(a) => run(a.config, Roles::WORKER).await,

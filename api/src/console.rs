@@ -95,7 +95,10 @@ impl FromRequestParts<AppState> for Operator {
             None => None,
         };
         match principal {
-            Some(p) => Ok(Operator(p)),
+            Some(p) => {
+                tracing::Span::current().record("tenant_id", tracing::field::display(p.tenant_id));
+                Ok(Operator(p))
+            }
             None => Err(Redirect::to("/ui/login").into_response()),
         }
     }

@@ -167,6 +167,8 @@ impl FromRequestParts<AppState> for Auth {
             .verify(&state.store, key)
             .await?
             .ok_or_else(|| Problem::unauthorized("unknown or revoked API key"))?;
+        // On the request's span (see `request_span`): the tenant, never the key.
+        tracing::Span::current().record("tenant_id", tracing::field::display(principal.tenant_id));
         state.rate_limits.check(&principal)?;
         if let Some(route) = parts.extensions.get::<axum::extract::MatchedPath>() {
             state.usage.count(&principal, route.as_str());

@@ -103,13 +103,17 @@ async fn submit(
     }
 }
 
-/// The request's W3C `traceparent`, when well formed (a malformed one is ignored, as the spec
-/// asks, and the job starts a trace of its own).
+/// The trace what this request stores goes on in: the request span's own context when spans
+/// are exported (a child of the request's `traceparent`), else the request's `traceparent`
+/// itself when well formed. `None`: a malformed or missing one, and no export; the store
+/// starts a trace of its own.
 pub(crate) fn request_trace(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(conveyor_core::trace::parse)
+    conveyor_core::trace::of_span(&tracing::Span::current()).or_else(|| {
+        headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(conveyor_core::trace::parse)
+    })
 }
 
 fn idempotency_conflict() -> Problem {
@@ -182,10 +186,10 @@ async fn submit_batch(
     if !errors.is_empty() {
         return Err(Problem::validation(errors));
     }
-    // One request, one trace: each job of the batch is a child of it.
+    // One request, one trace: every job of the batch goes on from the request.
     let trace = request_trace(&headers);
     for j in &mut jobs {
-        j.traceparent = trace.as_deref().map(conveyor_core::trace::child);
+        j.traceparent = trace.clone();
     }
     let mut queues: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
     queues.sort_unstable();

@@ -156,7 +156,22 @@ pub fn router(state: AppState) -> Router {
             tracing::error!("a request handler panicked");
             Problem::internal().into_response()
         }))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+}
+
+/// A span per request, in the trace of the request's `traceparent` when it has one. The
+/// route, status and tenant are recorded on it once known (`count_request`, `Auth`).
+fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path(),
+        otel.kind = "server", http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty, tenant_id = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty);
+    let traceparent = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok());
+    conveyor_core::trace::adopt(&span, traceparent);
+    span
 }
 
 /// Serves the API until `shutdown`, then lets in-flight requests finish.
@@ -216,6 +231,13 @@ async fn count_request(req: axum::extract::Request, next: axum::middleware::Next
         .map_or("unmatched", |p| p.as_str())
         .to_owned();
     let resp = next.run(req).await;
+    let span = tracing::Span::current();
+    conveyor_core::trace::rename(&span, format!("{method} {route}"));
+    span.record("http.route", route.as_str());
+    span.record("http.response.status_code", resp.status().as_u16());
+    if resp.status().is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
     conveyor_core::metrics::http_request(
         &method,
         &route,

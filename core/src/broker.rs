@@ -187,7 +187,8 @@ pub struct Outgoing {
     pub kind: String,
     pub routing_key: String,
     pub job_id: Uuid,
-    /// The job's trace, sent as the `traceparent` header (a child of it).
+    /// The job's trace, sent as the `traceparent` header: the relay has no span of its own,
+    /// so the worker's attempt is a child of the span that stored the job.
     pub traceparent: Option<String>,
 }
 
@@ -293,7 +294,7 @@ impl Publisher {
                 let mut headers = FieldTable::default();
                 headers.insert(
                     "traceparent".into(),
-                    AMQPValue::LongString(crate::trace::child(tp).into()),
+                    AMQPValue::LongString(tp.as_str().into()),
                 );
                 props = props.with_headers(headers);
             }

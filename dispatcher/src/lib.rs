@@ -30,6 +30,7 @@ use rand::Rng;
 use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::Instrument;
 use uuid::Uuid;
 
 pub use send::Attempted;
@@ -264,7 +265,8 @@ async fn lane(
                 for d in claimed {
                     let permit = permits.pop().expect("claimed at most one per permit");
                     inner.in_flight.lock().unwrap().insert(d.id, d.lease_token);
-                    sends.spawn(deliver(inner.clone(), d, permit, abort.clone()));
+                    let span = delivery_span(&d);
+                    sends.spawn(deliver(inner.clone(), d, permit, abort.clone()).instrument(span));
                 }
                 if got == want {
                     continue; // more may be due
@@ -283,6 +285,15 @@ async fn lane(
             _ = shutdown.cancelled() => return,
         }
     }
+}
+
+/// A span per delivery attempt, in the trace of the job (or event) that raised it.
+fn delivery_span(d: &ClaimedDelivery) -> tracing::Span {
+    let span = tracing::info_span!("delivery", delivery_id = %d.id, kind = %d.kind,
+        event_type = %d.event_type, tenant_id = %d.tenant_id, attempt = d.attempt,
+        otel.kind = "client");
+    conveyor_core::trace::adopt(&span, d.traceparent.as_deref());
+    span
 }
 
 /// Sends one delivery and records its outcome; the slot is held until the outcome is

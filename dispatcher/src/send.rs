@@ -69,7 +69,8 @@ pub async fn send(
         .header("webhook-signature", signature);
     if let Some(tp) = &d.traceparent {
         // The job's trace, with this attempt as the parent: the receiver can join it.
-        request = request.header("traceparent", conveyor_core::trace::child(tp));
+        let span = tracing::Span::current();
+        request = request.header("traceparent", conveyor_core::trace::outgoing(&span, tp));
     }
     let sent = request.body(body).send().await;
     let mut resp = match sent {

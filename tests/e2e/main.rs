@@ -16,6 +16,7 @@ mod limits;
 mod metrics;
 mod openapi;
 mod operators;
+mod otlp;
 mod outage;
 mod receiver;
 mod retention;

@@ -441,6 +441,7 @@ impl Inner {
         let trace_id = traceparent.as_deref().map(trace::trace_id).unwrap_or("");
         let span = tracing::info_span!("job", job_id = %job.id, job_type = %job.job_type, queue = %job.queue,
             tenant_id = %claimed.tenant_id, attempt = job.attempts, trace_id = %trace_id);
+        trace::adopt(&span, traceparent.as_deref());
         self.run_claimed(claimed).instrument(span).await;
     }
 

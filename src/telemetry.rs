@@ -1,0 +1,144 @@
+//! Logs, and the optional OpenTelemetry export of spans.
+//!
+//! Logs go to stderr, pretty or JSON, filtered by `RUST_LOG`. When an OTLP endpoint is
+//! configured (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, the
+//! standard variables), the spans of requests, job attempts and deliveries are also sent
+//! there over OTLP/HTTP (protobuf), in the trace of the `traceparent` they carry. The
+//! exporter's other standard variables (`OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_SERVICE_NAME`,
+//! `OTEL_TRACES_SAMPLER`, `OTEL_BSP_*`, …) apply as the SDK reads them.
+
+use std::time::Duration;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::{trace::SdkTracerProvider, Resource};
+use tracing::Level;
+use tracing_subscriber::{
+    filter::Targets, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer, Registry,
+};
+
+/// The span export, when there is one. Call [`Telemetry::shutdown`] at the end: it sends the
+/// spans still batched.
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+/// The environment variables that switch the export on.
+const ENDPOINT_VARS: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+];
+
+/// How long one export may take (the OTLP default).
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Installs the global subscriber: logs in `format`, and the span export when `export` is
+/// wanted and an endpoint is configured. Must run inside the Tokio runtime: exports are sent
+/// on it.
+pub fn init(format: &str, export: bool) -> anyhow::Result<Telemetry> {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn"));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs: Box<dyn Layer<Registry> + Send + Sync> = if format == "json" {
+        fmt.json().with_filter(filter).boxed()
+    } else {
+        fmt.with_filter(filter).boxed()
+    };
+    let configured = ENDPOINT_VARS
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|s| !s.trim().is_empty()));
+    let provider = if export && configured {
+        Some(provider()?)
+    } else {
+        None
+    };
+    // Spans are exported whatever RUST_LOG says: the log level must not decide what a
+    // tracing backend sees. Info and above, without the libraries' own chatter.
+    let spans = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("conveyor"))
+            .with_filter(
+                Targets::new()
+                    .with_default(Level::INFO)
+                    .with_target("sqlx", Level::WARN)
+                    .with_target("lapin", Level::WARN)
+                    .with_target("opentelemetry", Level::WARN),
+            )
+    });
+    tracing_subscriber::registry().with(logs).with(spans).init();
+    if provider.is_some() {
+        tracing::info!("exporting spans over OTLP");
+    }
+    Ok(Telemetry { provider })
+}
+
+fn provider() -> anyhow::Result<SdkTracerProvider> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_timeout(EXPORT_TIMEOUT)
+        .with_http_client(ReqwestOnTokio {
+            client: reqwest::Client::builder().timeout(EXPORT_TIMEOUT).build()?,
+            runtime: tokio::runtime::Handle::current(),
+        })
+        .build()?;
+    let mut resource = Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name("conveyor");
+    }
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource.build())
+        .build())
+}
+
+impl Telemetry {
+    /// Sends the spans still batched and stops the export. Blocks, so it runs off the
+    /// runtime's workers, which must keep sending meanwhile.
+    pub async fn shutdown(self) {
+        if let Some(p) = self.provider {
+            let done = tokio::task::spawn_blocking(move || p.shutdown()).await;
+            if let Ok(Err(e)) = done {
+                tracing::warn!(error = %e, "could not send the last spans");
+            }
+        }
+    }
+}
+
+/// The exporter's HTTP client: the SDK exports from its own thread, outside the runtime,
+/// so each request is spawned onto the runtime and awaited from there.
+#[derive(Debug)]
+struct ReqwestOnTokio {
+    client: reqwest::Client,
+    runtime: tokio::runtime::Handle,
+}
+
+#[async_trait::async_trait]
+impl opentelemetry_http::HttpClient for ReqwestOnTokio {
+    async fn send_bytes(
+        &self,
+        request: http::Request<bytes::Bytes>,
+    ) -> Result<http::Response<bytes::Bytes>, opentelemetry_http::HttpError> {
+        let (parts, body) = request.into_parts();
+        // Built here, sent there: even creating the send future needs the runtime (its
+        // timeout is a Tokio timer).
+        let client = self.client.clone();
+        let request = client
+            .request(parts.method, parts.uri.to_string())
+            .headers(parts.headers)
+            .body(body)
+            .build()?;
+        let response = self
+            .runtime
+            .spawn(async move {
+                let r = client.execute(request).await?;
+                let mut out = http::Response::builder().status(r.status());
+                if let Some(h) = out.headers_mut() {
+                    *h = r.headers().clone();
+                }
+                let body = r.bytes().await?;
+                Ok::<_, reqwest::Error>(out.body(body))
+            })
+            .await??;
+        Ok(response?)
+    }
+}
