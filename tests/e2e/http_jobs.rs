@@ -8,7 +8,7 @@ use std::sync::{
 
 use axum::{http::StatusCode as AxumStatus, routing::get, Json, Router};
 use conveyor::app::Roles;
-use conveyor_core::JobStatus;
+use conveyor_core::{trace, JobStatus};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -21,12 +21,14 @@ async fn receiver() -> (String, tokio::task::JoinHandle<()>) {
         .route(
             "/ok",
             get(|headers: axum::http::HeaderMap| async move {
-                let who = headers
-                    .get("x-who")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_owned();
-                Json(json!({"hello": who}))
+                let h = |name: &str| {
+                    headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_owned()
+                };
+                Json(json!({"hello": h("x-who"), "traceparent": h("traceparent")}))
             }),
         )
         .route(
@@ -64,8 +66,17 @@ async fn http_jobs_call_out_check_status_and_retry_server_errors() {
     assert_eq!(done.status, JobStatus::Succeeded, "{:?}", done.error);
     let result = done.result.unwrap();
     assert_eq!(result["status"], 200);
-    assert_eq!(result["body"], json!({"hello": "conveyor"}));
+    assert_eq!(result["body"]["hello"], "conveyor");
     assert_eq!(result["headers"]["content-type"], "application/json");
+    // The call out carried the job's trace.
+    let stored: String = sqlx::query_scalar("SELECT traceparent FROM jobs WHERE id = $1")
+        .bind(ok.id)
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    let sent = result["body"]["traceparent"].as_str().unwrap();
+    assert!(trace::parse(sent).is_some(), "{sent:?}");
+    assert_eq!(trace::trace_id(sent), trace::trace_id(&stored));
 
     // A 404 will not change on retry: dead after one attempt.
     let missing = app

@@ -128,6 +128,14 @@ async fn http(ctx: JobContext) -> Result<Value, JobError> {
             .ok_or_else(|| JobError::permanent(format!("header {k} must be a string")))?;
         req = req.header(k, v);
     }
+    // The job's trace goes along, unless the payload sets its own.
+    let own_trace = args
+        .headers
+        .keys()
+        .any(|k| k.eq_ignore_ascii_case("traceparent"));
+    if let (Some(tp), false) = (&ctx.traceparent, own_trace) {
+        req = req.header("traceparent", tp);
+    }
     if let Some(body) = &args.body {
         req = match body {
             Value::String(s) => req.body(s.clone()),

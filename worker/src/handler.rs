@@ -28,6 +28,9 @@ pub struct JobContext {
     pub allow_private_targets: bool,
     /// Set when the job is a saga's step or compensation.
     pub saga: Option<SagaContext>,
+    /// The W3C `traceparent` to send with calls out, so they join the job's trace (with this
+    /// attempt's span as the parent when spans are exported).
+    pub traceparent: Option<String>,
 }
 
 /// What a saga step's handler sees of its saga.

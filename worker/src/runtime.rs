@@ -442,10 +442,13 @@ impl Inner {
         let span = tracing::info_span!("job", job_id = %job.id, job_type = %job.job_type, queue = %job.queue,
             tenant_id = %claimed.tenant_id, attempt = job.attempts, trace_id = %trace_id);
         trace::adopt(&span, traceparent.as_deref());
-        self.run_claimed(claimed).instrument(span).await;
+        self.run_claimed(claimed, traceparent)
+            .instrument(span)
+            .await;
     }
 
-    async fn run_claimed(&self, claimed: ClaimedJob) {
+    /// Runs a claimed job in the trace its message carried (`traceparent`).
+    async fn run_claimed(&self, claimed: ClaimedJob, traceparent: Option<String>) {
         let (job_id, token) = (claimed.job.id, claimed.token);
         let job = &claimed.job;
         let waited = job
@@ -465,7 +468,7 @@ impl Inner {
             // rescued and came back to us). Stop it; its outcome would be fenced anyway.
             stale_cancel.cancel();
         }
-        match self.attempt(&claimed, cancel).await {
+        match self.attempt(&claimed, cancel, traceparent.as_deref()).await {
             Outcome::Finished(finish) => {
                 let terminal = finish.status.is_terminal();
                 if let Some(status) = self.record(finish).await {
@@ -560,7 +563,12 @@ impl Inner {
         }
     }
 
-    async fn attempt(&self, claimed: &ClaimedJob, cancel: CancellationToken) -> Outcome {
+    async fn attempt(
+        &self,
+        claimed: &ClaimedJob,
+        cancel: CancellationToken,
+        traceparent: Option<&str>,
+    ) -> Outcome {
         let job = &claimed.job;
         let Some(handler) = self.registry.get(&job.job_type) else {
             return Outcome::Finished(self.failed(
@@ -587,6 +595,8 @@ impl Inner {
                 .saga
                 .as_ref()
                 .and_then(|s| serde_json::from_value(s.clone()).ok()),
+            // Made here, inside the attempt's span.
+            traceparent: traceparent.map(|tp| trace::outgoing(&tracing::Span::current(), tp)),
         };
         // Its own task, so that a panic is caught as a failed attempt and a timeout can abort it.
         let mut task = tokio::spawn(handler.run(ctx).in_current_span());
