@@ -60,6 +60,7 @@ async fn template() -> &'static str {
                 .await
                 .expect("connecting to PostgreSQL");
             drop_leftovers(&mut admin, &name).await;
+            delete_orphaned_amqp_objects(&mut admin).await;
             let exists: bool =
                 sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
                     .bind(&name)
@@ -160,6 +161,82 @@ pub async fn drop_database(name: &str) {
     }
 }
 
+/// A test's RabbitMQ prefix, `t<random>`, from its database's name: its queues and exchanges
+/// can be told apart from a live test's by whether the database still exists.
+fn amqp_prefix(db_name: &str) -> String {
+    format!("t{}", db_name.rsplit('_').next().unwrap_or_default())
+}
+
+/// Deletes the queues and exchanges of tests that panicked before cleaning up: those with a
+/// test prefix whose database is gone (a live test makes its database before its broker
+/// objects and drops it after them). They are listed with `rabbitmqctl`, as AMQP cannot list;
+/// where it is not at hand (not root, say), nothing is swept: this is housekeeping, not a
+/// test.
+async fn delete_orphaned_amqp_objects(admin: &mut PgConnection) {
+    let list = |what: &'static str| async move {
+        let out = tokio::process::Command::new("rabbitmqctl")
+            .args(["-q", what, "name"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .await
+            .ok()
+            .filter(|o| o.status.success())?;
+        Some(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (Some(queues), Some(exchanges)) = tokio::join!(list("list_queues"), list("list_exchanges"))
+    else {
+        return;
+    };
+    let live: std::collections::HashSet<String> = sqlx::query_scalar::<_, String>(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'conveyor\\_t\\_%'",
+    )
+    .fetch_all(&mut *admin)
+    .await
+    .unwrap_or_default()
+    .iter()
+    .map(|name| amqp_prefix(name))
+    .collect();
+    let orphaned = |name: &str| {
+        let prefix = name.split('.').next().unwrap_or_default();
+        let ours = prefix.len() == 13
+            && prefix.starts_with('t')
+            && prefix[1..].bytes().all(|b| b.is_ascii_hexdigit());
+        ours && name.len() > prefix.len() && !live.contains(prefix)
+    };
+    let queues: Vec<&str> = queues
+        .lines()
+        .map(str::trim)
+        .filter(|n| orphaned(n))
+        .collect();
+    let exchanges: Vec<&str> = exchanges
+        .lines()
+        .map(str::trim)
+        .filter(|n| orphaned(n))
+        .collect();
+    if queues.is_empty() && exchanges.is_empty() {
+        return;
+    }
+    let Ok(conn) = conveyor_core::broker::connect(&amqp_url(), "test-sweep").await else {
+        return;
+    };
+    for q in queues {
+        if let Ok(ch) = conn.create_channel().await {
+            let _ = ch
+                .queue_delete(q.into(), lapin::options::QueueDeleteOptions::default())
+                .await;
+        }
+    }
+    for x in exchanges {
+        if let Ok(ch) = conn.create_channel().await {
+            let _ = ch
+                .exchange_delete(x.into(), lapin::options::ExchangeDeleteOptions::default())
+                .await;
+        }
+    }
+    let _ = conn.close(200, "done".into()).await;
+}
+
 /// The configuration tests run with: their own database and prefix, short delays.
 pub fn test_config(database_url: &str, prefix: &str) -> Config {
     let mut cfg = Config::local_defaults();
@@ -207,7 +284,7 @@ impl TestApp {
     ) -> Self {
         init_logging();
         let (db_name, url) = fresh_database().await;
-        let prefix = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
+        let prefix = amqp_prefix(&db_name);
         let mut config = test_config(&url, &prefix);
         tweak(&mut config);
         let running = app::start(config.clone(), roles, registry)
