@@ -5,7 +5,7 @@
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use axum::{extract::State, Json};
-use chrono::{NaiveDate, Utc};
+use chrono::{Datelike, NaiveDate, Utc};
 use conveyor_core::{
     store::{UsageKey, UsageRow},
     Principal, Scope, Store,
@@ -110,10 +110,17 @@ pub(crate) async fn usage(
     let (mut from, mut to, mut key) = (None, None, None);
     let mut errors = Vec::new();
     for (k, v) in &q {
-        let day = || NaiveDate::parse_from_str(v, "%Y-%m-%d").ok();
+        // Years 1 to 9999 only: chrono parses signed years that date arithmetic (and
+        // PostgreSQL) cannot take.
+        let day = || {
+            NaiveDate::parse_from_str(v, "%Y-%m-%d")
+                .ok()
+                .filter(|d| (1..=9999).contains(&d.year()))
+        };
+        let must = "must be a date, YYYY-MM-DD, in years 1 to 9999";
         match k.as_str() {
-            "from" => from = day().or_else(|| bad(&mut errors, k, "must be a date, YYYY-MM-DD")),
-            "to" => to = day().or_else(|| bad(&mut errors, k, "must be a date, YYYY-MM-DD")),
+            "from" => from = day().or_else(|| bad(&mut errors, k, must)),
+            "to" => to = day().or_else(|| bad(&mut errors, k, must)),
             "key_id" => {
                 key = Uuid::parse_str(v)
                     .ok()

@@ -110,6 +110,9 @@ async fn usage_counts_each_keys_requests_by_day_and_route_class() {
     // Bad queries are named, and change nothing.
     for (query, field) in [
         ("from=2026-13-01", "from"),
+        ("to=-262143-01-01", "to"),
+        ("from=-262143-01-01&to=-262143-01-02", "from"),
+        ("to=+99999-01-01", "to"),
         ("to=yesterday", "to"),
         ("key_id=42", "key_id"),
         ("from=2026-02-01&to=2026-01-01", "from"),
