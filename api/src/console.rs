@@ -149,9 +149,7 @@ impl FromRequest<AppState> for Form {
                 );
             }
         }
-        let bytes = axum::body::to_bytes(req.into_body(), state.max_body_bytes)
-            .await
-            .map_err(|_| Problem::too_large(state.max_body_bytes))?;
+        let bytes = crate::extract::read_body(req, state.max_body_bytes).await?;
         Ok(Form(form_urlencoded::parse(&bytes).into_owned().collect()))
     }
 }

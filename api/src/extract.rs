@@ -1,7 +1,7 @@
 //! Extractors that answer bad input with our problem+json, never the framework's plain text.
 
 use axum::{
-    body::Body,
+    body::{Body, Bytes},
     extract::{FromRequest, FromRequestParts, Path, Request},
     http::{header, request::Parts, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
@@ -33,6 +33,22 @@ pub fn located(status: StatusCode, location: String, body: impl serde::Serialize
     (status, [(header::LOCATION, location)], Json(body)).into_response()
 }
 
+/// The whole body, at most `limit` bytes: over it, 413; a body that cannot be read (the
+/// client went away mid-body), 400.
+pub(crate) async fn read_body(req: Request<Body>, limit: usize) -> Result<Bytes, Problem> {
+    axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|e| {
+            if std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            {
+                Problem::too_large(limit)
+            } else {
+                Problem::bad_request("could not read the request body")
+            }
+        })
+}
+
 /// A JSON body: `application/json` (415 otherwise), within the size limit (413), well-formed
 /// (400). Kept as a `Value` so validation can name every bad field at once (422).
 pub struct JsonBody(pub Value);
@@ -57,19 +73,7 @@ impl FromRequest<AppState> for JsonBody {
         {
             return Err(Problem::unsupported_media_type());
         }
-        let limit = state.max_body_bytes;
-        let bytes = axum::body::to_bytes(req.into_body(), limit)
-            .await
-            .map_err(|e| {
-                // The only error `to_bytes` makes on a well-behaved connection is the length limit.
-                if std::error::Error::source(&e)
-                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-                {
-                    Problem::too_large(limit)
-                } else {
-                    Problem::bad_request("could not read the request body")
-                }
-            })?;
+        let bytes = read_body(req, state.max_body_bytes).await?;
         let value: Value =
             serde_json::from_slice(&bytes).map_err(|e| Problem::malformed_json(e.to_string()))?;
         Ok(JsonBody(value))
@@ -89,9 +93,7 @@ impl FromRequest<AppState> for OptionalJsonBody {
                 .await
                 .map(|JsonBody(v)| OptionalJsonBody(Some(v)));
         }
-        let bytes = axum::body::to_bytes(req.into_body(), state.max_body_bytes)
-            .await
-            .map_err(|_| Problem::bad_request("could not read the request body"))?;
+        let bytes = read_body(req, state.max_body_bytes).await?;
         if bytes.is_empty() {
             Ok(OptionalJsonBody(None))
         } else {

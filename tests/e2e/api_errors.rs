@@ -158,6 +158,20 @@ async fn bad_input_gets_problem_json_and_changes_nothing() {
         .post(format!("{}/v1/jobs", app.url))
         .bearer_auth(&app.key)
         .header("content-type", "application/json")
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_problem(resp, StatusCode::PAYLOAD_TOO_LARGE).await;
+    // Also where the body is optional and sent without a content type.
+    let resp = app
+        .client
+        .post(format!(
+            "{}/v1/jobs/{}/replay",
+            app.url,
+            uuid::Uuid::now_v7()
+        ))
+        .bearer_auth(&app.key)
         .body(big)
         .send()
         .await
