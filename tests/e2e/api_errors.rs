@@ -24,13 +24,6 @@ async fn assert_problem(resp: reqwest::Response, status: StatusCode) -> Value {
     body
 }
 
-async fn job_count(app: &TestApp) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM jobs")
-        .fetch_one(app.store.pool())
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn bad_input_gets_problem_json_and_changes_nothing() {
     let app = TestApp::start_with(conveyor::app::Roles::API, |c| c.max_body_bytes = 4096).await;
@@ -248,7 +241,11 @@ async fn bad_input_gets_problem_json_and_changes_nothing() {
         .unwrap();
     assert_problem(resp, StatusCode::METHOD_NOT_ALLOWED).await;
 
-    assert_eq!(job_count(&app).await, 0, "bad input must not create jobs");
+    assert_eq!(
+        app.count("SELECT count(*) FROM jobs").await,
+        0,
+        "bad input must not create jobs"
+    );
     app.stop().await;
 }
 
@@ -316,6 +313,6 @@ async fn a_job_the_database_refuses_fails_alone_not_its_group() {
         };
         assert_eq!(*status, want, "request {i}");
     }
-    assert_eq!(job_count(&app).await, 29);
+    assert_eq!(app.count("SELECT count(*) FROM jobs").await, 29);
     app.stop().await;
 }

@@ -30,10 +30,7 @@ impl Browser {
             "the console tests need Debian's chromium and chromium-driver \
              (apt-get install chromium chromium-driver; bash .ci/run installs them)"
         );
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+        let port = crate::harness::free_port();
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())

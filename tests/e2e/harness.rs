@@ -267,6 +267,39 @@ pub struct TestApp {
     running: Option<Running>,
 }
 
+/// A port free on 127.0.0.1 just now, for a process the test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits (at most 10 s) until the Conveyor at `base` answers `/readyz` with 200.
+pub async fn wait_ready(base: &str) {
+    let http = reqwest::Client::new();
+    for _ in 0..100 {
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
+            if r.status() == StatusCode::OK {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{base} did not become ready");
+}
+
+/// Asks process `pid` to stop gracefully (SIGTERM), as an operator would.
+pub async fn sigterm(pid: u32) {
+    let sent = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await
+        .unwrap();
+    assert!(sent.success(), "kill -TERM {pid}");
+}
+
 impl TestApp {
     pub async fn start() -> Self {
         Self::start_with(Roles::ALL, |_| {}).await
@@ -304,6 +337,14 @@ impl TestApp {
             db_name,
             running: Some(running),
         }
+    }
+
+    /// The single number a query such as `SELECT count(*) FROM jobs` returns.
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(self.store.pool())
+            .await
+            .unwrap()
     }
 
     /// A key of another tenant, or with other scopes.

@@ -12,13 +12,6 @@ use uuid::Uuid;
 
 use crate::harness::TestApp;
 
-async fn jobs_stored(app: &TestApp) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM jobs")
-        .fetch_one(app.store.pool())
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_key_over_its_rate_gets_429_and_every_accepted_job_runs() {
     let app = TestApp::start_with(Roles::ALL, |c| c.key_rate_limit = 1000).await;
@@ -75,7 +68,7 @@ async fn a_key_over_its_rate_gets_429_and_every_accepted_job_runs() {
         );
     }
     assert_eq!(
-        jobs_stored(&app).await,
+        app.count("SELECT count(*) FROM jobs").await,
         accepted.len() as i64 + 1,
         "a refused request stores nothing"
     );
@@ -143,7 +136,7 @@ async fn a_queue_over_its_backlog_bound_refuses_submissions_with_503_and_loses_n
         .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
-        jobs_stored(&app).await,
+        app.count("SELECT count(*) FROM jobs").await,
         5,
         "refused submissions store nothing"
     );
@@ -205,7 +198,7 @@ async fn a_request_over_the_timeout_gets_503_but_a_long_poll_gets_its_wait() {
     );
     assert!(answer.contains("retry-after: 1"), "{answer}");
     assert!(started.elapsed() >= Duration::from_secs(1));
-    assert_eq!(jobs_stored(&app).await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM jobs").await, 0);
 
     // A long-poll of 2 s on a job that will not finish answers 200 after its wait, not 503.
     let job = app
@@ -262,7 +255,10 @@ async fn under_both_limits_every_accepted_job_runs_and_nothing_else_is_stored() 
     assert!(limited > 0, "the rate limit never applied");
     assert!(full > 0, "the backlog bound never applied");
     assert!(!accepted.is_empty());
-    assert_eq!(jobs_stored(&app).await, accepted.len() as i64);
+    assert_eq!(
+        app.count("SELECT count(*) FROM jobs").await,
+        accepted.len() as i64
+    );
     for id in &accepted {
         assert_eq!(
             app.wait_terminal(*id, 60).await.status,

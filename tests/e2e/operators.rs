@@ -25,17 +25,10 @@ fn registry() -> Registry {
     r
 }
 
-async fn count(app: &TestApp, sql: &str) -> i64 {
-    sqlx::query_scalar(sql)
-        .fetch_one(app.store.pool())
-        .await
-        .unwrap()
-}
-
 async fn wait_count(app: &TestApp, sql: &str, want: i64, secs: u64) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
-        let n = count(app, sql).await;
+        let n = app.count(sql).await;
         if n == want {
             return;
         }
@@ -97,10 +90,11 @@ async fn dead_letters_are_dry_run_then_bulk_replayed_with_a_fixed_payload_and_au
     assert_eq!(dry["matched"], 30);
     assert_eq!(dry["replayed"], 0);
     assert_eq!(
-        count(&app, "SELECT count(*) FROM jobs WHERE status = 'dead'").await,
+        app.count("SELECT count(*) FROM jobs WHERE status = 'dead'")
+            .await,
         50
     );
-    assert_eq!(count(&app, "SELECT count(*) FROM audit_log").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM audit_log").await, 0);
 
     // The replay, with the payload fixed: exactly those 30 run again and succeed.
     let (status, done) = app
@@ -293,7 +287,7 @@ async fn bad_replays_get_problems_and_change_nothing() {
         (job["status"].clone(), job["attempts"].clone()),
         (json!("dead"), json!(1))
     );
-    assert_eq!(count(&app, "SELECT count(*) FROM audit_log").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM audit_log").await, 0);
     app.stop().await;
 }
 

@@ -17,7 +17,10 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::{harness::TestApp, receiver::Receiver};
+use crate::{
+    harness::{free_port, sigterm, wait_ready, TestApp},
+    receiver::Receiver,
+};
 
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -51,11 +54,7 @@ fn text(attrs: &[KeyValue]) -> HashMap<String, String> {
 async fn the_spans_of_one_job_are_exported_over_otlp_as_one_tree() {
     let rx = Receiver::start().await;
     let app = TestApp::start_with(Roles::API, |_| {}).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let otlp = rx.url("otlp");
     let mut child = app.spawn_process_with(
         "all",
@@ -68,18 +67,8 @@ async fn the_spans_of_one_job_are_exported_over_otlp_as_one_tree() {
         ],
     );
     let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&base).await;
     let http = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..100 {
-        if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
-            ready = r.status() == StatusCode::OK;
-            if ready {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "conveyor all did not become ready");
     let resp = http
         .post(format!("{base}/v1/endpoints"))
         .bearer_auth(&app.key)
@@ -115,12 +104,7 @@ async fn the_spans_of_one_job_are_exported_over_otlp_as_one_tree() {
         .unwrap();
 
     // Stop it gracefully: the spans still batched must be sent before it exits.
-    let term = tokio::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .await
-        .unwrap();
-    assert!(term.success());
+    sigterm(child.id()).await;
     let mut exited = None;
     for _ in 0..300 {
         exited = child.try_wait().unwrap();

@@ -13,13 +13,6 @@ use crate::{
     receiver::{Behave, Receiver},
 };
 
-async fn count(app: &TestApp, sql: &str) -> i64 {
-    sqlx::query_scalar(sql)
-        .fetch_one(app.store.pool())
-        .await
-        .unwrap()
-}
-
 async fn wait_saga_status(app: &TestApp, id: &str, want: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -88,11 +81,9 @@ async fn purging_takes_bounded_batches_of_finished_rows_and_keeps_what_is_still_
         .await;
     wait_saga_status(&app, done["id"].as_str().unwrap(), "completed").await;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while count(
-        &app,
-        "SELECT count(*) FROM jobs WHERE type = 'sleep' AND status = 'running'",
-    )
-    .await
+    while app
+        .count("SELECT count(*) FROM jobs WHERE type = 'sleep' AND status = 'running'")
+        .await
         == 0
     {
         assert!(
@@ -119,17 +110,13 @@ async fn purging_takes_bounded_batches_of_finished_rows_and_keeps_what_is_still_
     // Eight jobs succeeded and one died: nine events reached "up"; the eight job.succeeded
     // failed once at "down".
     let deadline = Instant::now() + Duration::from_secs(30);
-    while count(
-        &app,
-        "SELECT count(*) FROM deliveries WHERE status = 'succeeded'",
-    )
-    .await
-        < 9
-        || count(
-            &app,
-            "SELECT count(*) FROM deliveries WHERE status = 'pending' AND attempts = 1",
-        )
+    while app
+        .count("SELECT count(*) FROM deliveries WHERE status = 'succeeded'")
         .await
+        < 9
+        || app
+            .count("SELECT count(*) FROM deliveries WHERE status = 'pending' AND attempts = 1")
+            .await
             < 8
     {
         assert!(Instant::now() < deadline, "deliveries never settled");
@@ -171,24 +158,18 @@ async fn purging_takes_bounded_batches_of_finished_rows_and_keeps_what_is_still_
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     // Left: the attempts of the running saga's two jobs.
-    assert_eq!(count(&app, "SELECT count(*) FROM job_attempts").await, 2);
+    assert_eq!(app.count("SELECT count(*) FROM job_attempts").await, 2);
     assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM deliveries WHERE status = 'succeeded'"
-        )
-        .await,
+        app.count("SELECT count(*) FROM deliveries WHERE status = 'succeeded'")
+            .await,
         0
     );
     assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM delivery_attempts WHERE status_code = 200"
-        )
-        .await,
+        app.count("SELECT count(*) FROM delivery_attempts WHERE status_code = 200")
+            .await,
         0
     );
-    assert_eq!(count(&app, "SELECT count(*) FROM schedule_fires").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM schedule_fires").await, 0);
 
     // Kept: the scheduled job, the running saga with its finished first step's job, and the
     // pending deliveries with their messages and attempts.
@@ -206,19 +187,17 @@ async fn purging_takes_bounded_batches_of_finished_rows_and_keeps_what_is_still_
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(first["status"], "succeeded");
-    let pending = count(
-        &app,
-        "SELECT count(*) FROM deliveries WHERE status = 'pending'",
-    )
-    .await;
+    let pending = app
+        .count("SELECT count(*) FROM deliveries WHERE status = 'pending'")
+        .await;
     assert_eq!(pending, 8);
     assert_eq!(
-        count(&app, "SELECT count(*) FROM messages").await,
+        app.count("SELECT count(*) FROM messages").await,
         8,
         "the messages of the pending deliveries are kept, the job.dead one is gone"
     );
     assert_eq!(
-        count(&app, "SELECT count(*) FROM delivery_attempts").await,
+        app.count("SELECT count(*) FROM delivery_attempts").await,
         pending
     );
     app.stop().await;

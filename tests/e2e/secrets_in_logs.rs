@@ -8,15 +8,10 @@ use conveyor::app::Roles;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::{harness::TestApp, receiver::Receiver};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::{
+    harness::{free_port, sigterm, wait_ready, TestApp},
+    receiver::Receiver,
+};
 
 #[tokio::test]
 async fn no_key_or_secret_appears_in_any_log_line() {
@@ -51,18 +46,8 @@ async fn no_key_or_secret_appears_in_any_log_line() {
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&base).await;
     let http = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..100 {
-        if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
-            if r.status() == StatusCode::OK {
-                ready = true;
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "conveyor all did not become ready");
     let call = |method: reqwest::Method, path: &str, body: Option<Value>| {
         let mut req = http
             .request(method, format!("{base}{path}"))
@@ -119,13 +104,7 @@ async fn no_key_or_secret_appears_in_any_log_line() {
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
 
     // Stop it gracefully, so that everything it would log is written.
-    let pid = child.id().unwrap().to_string();
-    let term = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(term.success());
+    sigterm(child.id().unwrap()).await;
     tokio::time::timeout(Duration::from_secs(30), child.wait())
         .await
         .expect("conveyor stops on SIGTERM")

@@ -12,23 +12,6 @@ use uuid::Uuid;
 
 use crate::harness::TestApp;
 
-async fn call(
-    app: &TestApp,
-    key: &str,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> StatusCode {
-    let mut req = app
-        .client
-        .request(method, format!("{}{path}", app.url))
-        .bearer_auth(key);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    req.send().await.unwrap().status()
-}
-
 async fn key_id(app: &TestApp, key: &str) -> Uuid {
     app.store.find_key(key).await.unwrap().unwrap().key_id
 }
@@ -54,23 +37,31 @@ async fn usage_counts_each_keys_requests_by_day_and_route_class() {
     for i in 0..3 {
         let body = json!({"type": "echo", "payload": {"i": i}});
         assert_eq!(
-            call(&app, &writer, Method::POST, "/v1/jobs", Some(body)).await,
+            app.request_as(&writer, Method::POST, "/v1/jobs", Some(&body))
+                .await
+                .0,
             StatusCode::ACCEPTED
         );
     }
     for _ in 0..2 {
         assert_eq!(
-            call(&app, &writer, Method::GET, "/v1/jobs", None).await,
+            app.request_as(&writer, Method::GET, "/v1/jobs", None)
+                .await
+                .0,
             StatusCode::OK
         );
     }
     assert_eq!(
-        call(&app, &reader, Method::GET, "/v1/sagas", None).await,
+        app.request_as(&reader, Method::GET, "/v1/sagas", None)
+            .await
+            .0,
         StatusCode::OK
     );
     for _ in 0..4 {
         assert_eq!(
-            call(&app, &stranger, Method::GET, "/v1/jobs", None).await,
+            app.request_as(&stranger, Method::GET, "/v1/jobs", None)
+                .await
+                .0,
             StatusCode::OK
         );
     }
@@ -103,7 +94,9 @@ async fn usage_counts_each_keys_requests_by_day_and_route_class() {
 
     // Admin only.
     assert_eq!(
-        call(&app, &reader, Method::GET, "/v1/usage", None).await,
+        app.request_as(&reader, Method::GET, "/v1/usage", None)
+            .await
+            .0,
         StatusCode::FORBIDDEN
     );
 
@@ -126,7 +119,9 @@ async fn usage_counts_each_keys_requests_by_day_and_route_class() {
 
     // The process stores what it counts on its own, without a read to trigger it.
     assert_eq!(
-        call(&app, &reader, Method::GET, "/v1/jobs", None).await,
+        app.request_as(&reader, Method::GET, "/v1/jobs", None)
+            .await
+            .0,
         StatusCode::OK
     );
     let started = Instant::now();
