@@ -114,6 +114,15 @@ pub async fn start(cfg: Config, roles: Roles, registry: Registry) -> anyhow::Res
         ),
         false => None,
     };
+    // A process without the API serves `/metrics` on its own address, when given one.
+    let metrics_listener = match (roles.api, cfg.metrics_listen) {
+        (false, Some(at)) => Some(
+            TcpListener::bind(at)
+                .await
+                .with_context(|| format!("binding {at} for metrics"))?,
+        ),
+        _ => None,
+    };
     let pool = db::connect_and_migrate(&cfg.database_url, cfg.db_pool).await?;
     let store = Store::new(pool.clone());
     let shutdown = CancellationToken::new();
@@ -162,10 +171,7 @@ pub async fn start(cfg: Config, roles: Roles, registry: Registry) -> anyhow::Res
         );
         tasks.spawn(dispatcher.run(shutdown.clone()));
     }
-    if let (false, Some(at)) = (roles.api, cfg.metrics_listen) {
-        let listener = TcpListener::bind(at)
-            .await
-            .with_context(|| format!("binding {at} for metrics"))?;
+    if let Some(listener) = metrics_listener {
         tasks.spawn(serve_metrics(
             listener,
             store.clone(),

@@ -168,3 +168,43 @@ async fn metrics_count_the_jobs_by_queue_and_type() {
     assert_eq!(value(&m, "conveyor_queue_depth", &[("queue", &q)]), 0.0);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_process_without_the_api_serves_metrics_on_its_own_address() {
+    let app = TestApp::start_with(Roles::API, |_| {}).await;
+    let port = crate::harness::free_port();
+    let mut cfg = app.config.clone();
+    cfg.metrics_listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
+    let worker = conveyor::app::start(
+        cfg.clone(),
+        Roles::WORKER,
+        conveyor_worker::Registry::with_builtins(),
+    )
+    .await
+    .unwrap();
+    let text = app
+        .client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let m = parse(&text);
+    assert!(
+        m.contains_key("conveyor_queue_depth"),
+        "no queue depth in:\n{text}"
+    );
+    // A taken port is a clean error at start.
+    let taken = conveyor::app::start(
+        cfg,
+        Roles::WORKER,
+        conveyor_worker::Registry::with_builtins(),
+    )
+    .await;
+    let err = format!("{:#}", taken.err().expect("the port is taken"));
+    assert!(err.contains("for metrics"), "{err}");
+    worker.stop().await.unwrap();
+    app.stop().await;
+}
