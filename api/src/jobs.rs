@@ -49,7 +49,8 @@ pub(crate) fn rules(state: &AppState) -> JobRules<'_> {
     }
 }
 
-fn with_location(status: StatusCode, job: Job) -> Response {
+/// A job with its `Location`.
+pub(crate) fn with_location(status: StatusCode, job: Job) -> Response {
     located(status, format!("/v1/jobs/{}", job.id), job)
 }
 
@@ -114,6 +115,11 @@ pub(crate) fn request_trace(headers: &HeaderMap) -> Option<String> {
             .and_then(|v| v.to_str().ok())
             .and_then(conveyor_core::trace::parse)
     })
+}
+
+/// The request's trace (see `request_trace`), or a new one: what an event or saga stores.
+pub(crate) fn request_trace_or_new(headers: &HeaderMap) -> String {
+    request_trace(headers).unwrap_or_else(conveyor_core::trace::new_trace)
 }
 
 fn idempotency_conflict() -> Problem {
@@ -320,10 +326,11 @@ async fn list(
             },
             "queue" if conveyor_core::model::valid_queue_name(v) => filter.queue = Some(v.into()),
             "queue" => return bad("is not a valid queue name"),
-            "type" if !v.is_empty() && v.len() <= 200 && !v.contains('\0') => {
-                filter.job_type = Some(v.into())
+            "type" => {
+                return Some(
+                    crate::validate::check_type(k, v).map(|t| filter.job_type = Some(t)),
+                )
             }
-            "type" => return bad("must be 1-200 characters, without NUL"),
             _ => return None,
         }
         Some(Ok(()))

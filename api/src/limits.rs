@@ -100,12 +100,10 @@ impl Backlogs {
             }
         };
         if queued as u64 >= self.bound {
-            let mut p = Problem::unavailable(format!(
+            return Err(Problem::unavailable(format!(
                 "queue {queue:?} has {queued} jobs waiting, at its bound of {}; try again shortly",
                 self.bound
-            ));
-            p.retry_after = Some(5);
-            return Err(p);
+            )));
         }
         Ok(())
     }

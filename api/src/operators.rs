@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::Auth,
-    extract::{located, JsonBody, OptionalJsonBody, PathId, PathName, QueryPairs},
+    extract::{JsonBody, OptionalJsonBody, PathId, PathName, QueryPairs},
     paging::{page, paging},
     problem::{ApiResult, FieldError, Problem},
     validate::check_payload,
@@ -83,8 +83,7 @@ async fn replay_one(
         }
     };
     let job = replay_job(&state, p, id, payload).await?;
-    let location = format!("/v1/jobs/{}", job.id);
-    Ok(located(StatusCode::ACCEPTED, location, job))
+    Ok(crate::jobs::with_location(StatusCode::ACCEPTED, job))
 }
 
 /// Replays one dead or cancelled job (the API's route and the console's button).
@@ -162,17 +161,6 @@ fn check_queue(state: &AppState, field: &str, q: &str) -> Result<String, FieldEr
     }
 }
 
-fn check_type(field: &str, t: &str) -> Result<String, FieldError> {
-    if !t.is_empty() && t.len() <= 200 && !t.contains('\0') {
-        Ok(t.to_owned())
-    } else {
-        Err(FieldError::new(
-            field,
-            "must be 1-200 characters, without NUL",
-        ))
-    }
-}
-
 #[utoipa::path(
     get,
     operation_id = "listDeadLetters",
@@ -199,7 +187,7 @@ async fn list_dead(
     let (limit, before) = paging(&q, |k, v| {
         let set = match k {
             "queue" => check_queue(&state, k, v).map(|q| f.queue = Some(q)),
-            "type" => check_type(k, v).map(|t| f.job_type = Some(t)),
+            "type" => crate::validate::check_type(k, v).map(|t| f.job_type = Some(t)),
             "since" => parse_since(k, v).map(|t| f.since = Some(t)),
             _ => return None,
         };
@@ -236,7 +224,9 @@ pub(crate) fn parse_bulk(state: &AppState, body: &Value) -> Result<BulkReplay, V
             ("queue", Value::String(q)) => {
                 check_queue(state, k, q).map(|q| b.filter.queue = Some(q))
             }
-            ("type", Value::String(t)) => check_type(k, t).map(|t| b.filter.job_type = Some(t)),
+            ("type", Value::String(t)) => {
+                crate::validate::check_type(k, t).map(|t| b.filter.job_type = Some(t))
+            }
             ("since", Value::String(s)) => parse_since(k, s).map(|t| b.filter.since = Some(t)),
             ("ids", Value::Array(ids)) if !ids.is_empty() && ids.len() <= MAX_IDS => ids
                 .iter()

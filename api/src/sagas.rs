@@ -238,8 +238,7 @@ async fn submit(
         .await
         .map_err(Problem::validation)?;
     // Like a job's: the request's trace, or one of its own, so it can be followed.
-    saga.traceparent =
-        Some(crate::jobs::request_trace(&headers).unwrap_or_else(conveyor_core::trace::new_trace));
+    saga.traceparent = Some(crate::jobs::request_trace_or_new(&headers));
     state
         .backlogs
         .check(&state.store, &saga.steps[0].job.queue)

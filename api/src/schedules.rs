@@ -314,11 +314,5 @@ async fn trigger(
         .await?
         .ok_or_else(no_schedule)?;
     state.relay.kick();
-    let location = format!("/v1/jobs/{}", job.id);
-    Ok((
-        StatusCode::ACCEPTED,
-        [(axum::http::header::LOCATION, location)],
-        Json(job),
-    )
-        .into_response())
+    Ok(crate::jobs::with_location(StatusCode::ACCEPTED, job))
 }

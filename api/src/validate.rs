@@ -261,6 +261,18 @@ pub async fn parse_job(
 }
 
 /// Checks a replacement payload for a stored job of `job_type` as a submission's would be.
+/// A job type to filter by: 1-200 characters, without NUL.
+pub fn check_type(field: &str, t: &str) -> Result<String, FieldError> {
+    if !t.is_empty() && t.len() <= 200 && !t.contains('\0') {
+        Ok(t.to_owned())
+    } else {
+        Err(FieldError::new(
+            field,
+            "must be 1-200 characters, without NUL",
+        ))
+    }
+}
+
 pub fn check_payload(
     rules: &JobRules<'_>,
     job_type: &str,

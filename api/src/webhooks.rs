@@ -484,9 +484,7 @@ async fn publish_event(
         event_type,
         body,
         // Like a job's: the request's trace, or one of its own, so it can be followed.
-        traceparent: Some(
-            crate::jobs::request_trace(&headers).unwrap_or_else(conveyor_core::trace::new_trace),
-        ),
+        traceparent: Some(crate::jobs::request_trace_or_new(&headers)),
     };
     let id = event.id;
     state.events.call(event).await.map_err(|e| {

@@ -43,7 +43,7 @@ pub fn new_trace() -> String {
 }
 
 /// The same trace, with a parent id of this hop's own.
-pub fn child(traceparent: &str) -> String {
+fn child(traceparent: &str) -> String {
     let mut parts = traceparent.splitn(4, '-');
     let (ver, trace, _, flags) = (parts.next(), parts.next(), parts.next(), parts.next());
     match (ver, trace, flags) {

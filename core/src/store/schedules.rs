@@ -26,7 +26,7 @@ pub struct FirePass {
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     e.as_database_error()
-        .is_some_and(|d| d.code().as_deref() == Some("23505"))
+        .is_some_and(|d| d.is_unique_violation())
 }
 
 impl Store {
