@@ -22,14 +22,11 @@ use crate::{
     extract::{idempotency_header, located, JsonBody, PathId, QueryPairs},
     paging::{page, paging},
     problem::{ApiResult, FieldError, Problem},
-    validate::parse_job,
+    validate::{parse_template, valid_name, MAX_NAME_LEN},
     AppState,
 };
 
 pub const MAX_STEPS: usize = 100;
-const MAX_NAME_LEN: usize = 200;
-/// Job fields that make no sense in a step: a step runs when the one before it is done, once.
-const NOT_IN_STEP: [&str; 3] = ["run_at", "delay_seconds", "idempotency_key"];
 const SAGA_STATUSES: [&str; 5] = [
     "running",
     "completed",
@@ -44,44 +41,15 @@ pub fn router() -> Router<AppState> {
         .route("/v1/sagas/{id}", get(get_one))
 }
 
-fn valid_name(v: &Value) -> Option<String> {
-    match v {
-        Value::String(n)
-            if !n.trim().is_empty() && n.len() <= MAX_NAME_LEN && !n.contains('\0') =>
-        {
-            Some(n.clone())
-        }
-        _ => None,
-    }
-}
-
-/// A job object of a step (`job` or `compensate`), validated as a submission would be.
+/// A step's `job` or `compensate`.
 async fn parse_step_job(
     state: &AppState,
     v: &Value,
     path: &str,
     errs: &mut Vec<FieldError>,
 ) -> Option<JobTemplate> {
-    let Some(job) = v.as_object() else {
-        errs.push(FieldError::new(path, "must be a job object"));
-        return None;
-    };
-    let mut bad = false;
-    for f in NOT_IN_STEP.iter().filter(|f| job.contains_key(**f)) {
-        errs.push(FieldError::new(
-            format!("{path}.{f}"),
-            "not allowed in a saga step",
-        ));
-        bad = true;
-    }
-    match parse_job(&crate::jobs::rules(state), v, None, &format!("{path}.")).await {
-        Ok(j) if !bad => Some(JobTemplate::from_new_job(&j)),
-        Ok(_) => None,
-        Err(e) => {
-            errs.extend(e);
-            None
-        }
-    }
+    let rules = crate::jobs::rules(state);
+    parse_template(&rules, v, path, "a saga step", errs).await
 }
 
 async fn parse_saga(

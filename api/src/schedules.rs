@@ -17,13 +17,9 @@ use crate::{
     extract::{JsonBody, PathId, QueryPairs},
     paging::{page, paging},
     problem::{ApiResult, FieldError, Problem},
-    validate::parse_job,
+    validate::{parse_template, valid_name, MAX_NAME_LEN},
     AppState,
 };
-
-const MAX_NAME_LEN: usize = 200;
-/// Job fields that make no sense in a template run at every tick.
-const NOT_IN_TEMPLATE: [&str; 3] = ["run_at", "delay_seconds", "idempotency_key"];
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -49,15 +45,13 @@ async fn parse_schedule(
     let mut errs = Vec::new();
     for (k, v) in obj {
         match (k.as_str(), v) {
-            ("name", Value::String(n))
-                if !n.trim().is_empty() && n.len() <= MAX_NAME_LEN && !n.contains('\0') =>
-            {
-                base.name = n.clone()
-            }
-            ("name", _) => errs.push(FieldError::new(
-                "name",
-                format!("must be a non-empty string of at most {MAX_NAME_LEN} bytes"),
-            )),
+            ("name", _) => match valid_name(v) {
+                Some(n) => base.name = n,
+                None => errs.push(FieldError::new(
+                    "name",
+                    format!("must be a non-empty string of at most {MAX_NAME_LEN} bytes"),
+                )),
+            },
             ("cron", Value::String(c)) => base.cron = c.clone(),
             ("cron", _) => errs.push(FieldError::new("cron", "must be a string")),
             ("timezone", Value::String(t)) => base.timezone = t.clone(),
@@ -76,20 +70,14 @@ async fn parse_schedule(
             ("catch_up", _) => {
                 errs.push(FieldError::new("catch_up", "must be \"once\" or \"none\""))
             }
-            ("job", Value::Object(job)) => {
-                let mut template_errs: Vec<FieldError> = NOT_IN_TEMPLATE
-                    .iter()
-                    .filter(|f| job.contains_key(**f))
-                    .map(|f| FieldError::new(format!("job.{f}"), "not allowed in a schedule's job"))
-                    .collect();
-                match parse_job(&crate::jobs::rules(state), v, None, "job.").await {
-                    Ok(j) if template_errs.is_empty() => base.job = JobTemplate::from_new_job(&j),
-                    Ok(_) => {}
-                    Err(e) => template_errs.extend(e),
+            ("job", _) => {
+                let rules = crate::jobs::rules(state);
+                if let Some(t) =
+                    parse_template(&rules, v, "job", "a schedule's job", &mut errs).await
+                {
+                    base.job = t;
                 }
-                errs.extend(template_errs);
             }
-            ("job", _) => errs.push(FieldError::new("job", "must be a job object")),
             (other, _) => errs.push(FieldError::new(other, "unknown field")),
         }
     }

@@ -4,7 +4,7 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use conveyor_core::{
     catalog::{CheckContext, JobCatalog},
     model::valid_queue_name,
-    urlguard, NewJob,
+    urlguard, JobTemplate, NewJob,
 };
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -38,6 +38,56 @@ pub struct JobRules<'a> {
 }
 
 /// `prefix` names the job in field paths (`""` for a single job, `"jobs[3]."` in a batch).
+/// The longest name of a saga, a saga step or a schedule, in bytes.
+pub const MAX_NAME_LEN: usize = 200;
+
+/// A name (of a saga, step or schedule): a non-blank string of at most `MAX_NAME_LEN` bytes,
+/// without NUL.
+pub fn valid_name(v: &Value) -> Option<String> {
+    match v {
+        Value::String(n)
+            if !n.trim().is_empty() && n.len() <= MAX_NAME_LEN && !n.contains('\0') =>
+        {
+            Some(n.clone())
+        }
+        _ => None,
+    }
+}
+
+/// Job fields that make no sense in a template (a saga step's job, a schedule's job): it
+/// runs when its saga or schedule says, and maybe many times.
+const NOT_IN_TEMPLATE: [&str; 3] = ["run_at", "delay_seconds", "idempotency_key"];
+
+/// A job object stored as a template, validated as a submission would be; its errors named
+/// under `path` (the template's fields allowed nowhere else "not allowed in {within}").
+pub async fn parse_template(
+    rules: &JobRules<'_>,
+    v: &Value,
+    path: &str,
+    within: &str,
+    errs: &mut Vec<FieldError>,
+) -> Option<JobTemplate> {
+    let Some(job) = v.as_object() else {
+        errs.push(FieldError::new(path, "must be a job object"));
+        return None;
+    };
+    let before = errs.len();
+    for f in NOT_IN_TEMPLATE.iter().filter(|f| job.contains_key(**f)) {
+        errs.push(FieldError::new(
+            format!("{path}.{f}"),
+            format!("not allowed in {within}"),
+        ));
+    }
+    match parse_job(rules, v, None, &format!("{path}.")).await {
+        Ok(j) if errs.len() == before => Some(JobTemplate::from_new_job(&j)),
+        Ok(_) => None,
+        Err(e) => {
+            errs.extend(e);
+            None
+        }
+    }
+}
+
 pub async fn parse_job(
     rules: &JobRules<'_>,
     body: &Value,
