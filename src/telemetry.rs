@@ -7,14 +7,18 @@
 //! exporter's other standard variables (`OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_SERVICE_NAME`,
 //! `OTEL_TRACES_SAMPLER`, `OTEL_BSP_*`, …) apply as the SDK reads them.
 
-use std::time::Duration;
+use std::{fmt, io::IsTerminal, time::Duration};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::{trace::SdkTracerProvider, Resource};
-use tracing::Level;
+use tracing::{field::Field, Level};
 use tracing_subscriber::{
-    filter::Targets, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer, Registry,
+    filter::Targets,
+    fmt::{format::Writer, FormatFields},
+    layer::SubscriberExt,
+    util::SubscriberInitExt,
+    EnvFilter, Layer, Registry,
 };
 
 /// The span export, when there is one. Call [`Telemetry::shutdown`] at the end: it sends the
@@ -38,11 +42,16 @@ const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn init(format: &str, export: bool) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn"));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only on a terminal: a log file gets no escape codes of ours, so any it held
+    // would stand out (and there are none: see `EscapedFields`).
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let logs: Box<dyn Layer<Registry> + Send + Sync> = if format == "json" {
+        // JSON strings escape control characters already.
         fmt.json().with_filter(filter).boxed()
     } else {
-        fmt.with_filter(filter).boxed()
+        fmt.fmt_fields(EscapedFields).with_filter(filter).boxed()
     };
     let configured = ENDPOINT_VARS
         .iter()
@@ -140,5 +149,98 @@ impl opentelemetry_http::HttpClient for ReqwestOnTokio {
             })
             .await??;
         Ok(response?)
+    }
+}
+
+/// Formats event and span fields as the default formatter does (`message` first, then
+/// `name=value`), with every control character escaped: a value that comes from a user (a
+/// job's error, a URL, a receiver's answer) can neither start a forged log line with a
+/// newline nor recolour the terminal with an escape sequence, whatever the call site wrote.
+struct EscapedFields;
+
+impl<'w> FormatFields<'w> for EscapedFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        writer: Writer<'w>,
+        fields: R,
+    ) -> fmt::Result {
+        let mut visitor = EscapingVisitor {
+            writer,
+            empty: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct EscapingVisitor<'w> {
+    writer: Writer<'w>,
+    empty: bool,
+    result: fmt::Result,
+}
+
+impl tracing::field::Visit for EscapingVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.write(field, value);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.write(field, &format!("{value:?}"));
+    }
+}
+
+impl EscapingVisitor<'_> {
+    fn write(&mut self, field: &Field, value: &str) {
+        if self.result.is_err() || field.name().starts_with("log.") {
+            return;
+        }
+        let sep = if std::mem::take(&mut self.empty) {
+            ""
+        } else {
+            " "
+        };
+        let name = field.name().trim_start_matches("r#");
+        self.result = if name == "message" {
+            write!(self.writer, "{sep}{}", Escaped(value))
+        } else {
+            write!(self.writer, "{sep}{name}={}", Escaped(value))
+        };
+    }
+}
+
+/// Text with its control characters written as escapes (`\n`, `\u{1b}`).
+pub struct Escaped<'a>(pub &'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write;
+        for c in self.0.chars() {
+            match c {
+                '\n' => f.write_str("\\n")?,
+                '\r' => f.write_str("\\r")?,
+                '\t' => f.write_str("\\t")?,
+                c if c.is_control() => write!(f, "\\u{{{:x}}}", c as u32)?,
+                c => f.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Escaped;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let forged = "boom\n2026-12-01T00:00:00Z  INFO forged \u{1b}[31mred\r\u{85}";
+        let out = Escaped(forged).to_string();
+        assert_eq!(
+            out,
+            "boom\\n2026-12-01T00:00:00Z  INFO forged \\u{1b}[31mred\\r\\u{85}"
+        );
+        assert!(!out.chars().any(char::is_control));
+        assert_eq!(Escaped("plain: é ✓").to_string(), "plain: é ✓");
     }
 }

@@ -278,8 +278,13 @@ pub fn free_port() -> u16 {
 
 /// Waits (at most 10 s) until the Conveyor at `base` answers `/readyz` with 200.
 pub async fn wait_ready(base: &str) {
+    wait_ready_for(base, Duration::from_secs(10)).await
+}
+
+/// Waits (at most `limit`) until the Conveyor at `base` answers `/readyz` with 200.
+pub async fn wait_ready_for(base: &str, limit: Duration) {
     let http = reqwest::Client::new();
-    for _ in 0..100 {
+    for _ in 0..limit.as_millis() / 100 {
         if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
             if r.status() == StatusCode::OK {
                 return;
@@ -600,4 +605,99 @@ pub async fn drain_queue(amqp_url: &str, queue: &str) -> Vec<Uuid> {
 
 pub fn echo(payload: Value) -> Value {
     json!({"type": "echo", "payload": payload})
+}
+
+/// `conveyor <role>` as a process of its own, on a test app's database and broker prefix,
+/// listening on a port of its own, its log (stdout and stderr) kept in a file. Killed when
+/// dropped, so a panicking test leaves no process behind.
+pub struct ConveyorProcess {
+    pub child: tokio::process::Child,
+    /// The API's base URL (`http://127.0.0.1:<port>`), for roles that serve it.
+    pub base: String,
+    log_path: std::path::PathBuf,
+}
+
+impl TestApp {
+    /// Starts `conveyor <role>` with the app's settings, then `env` (which wins), and waits
+    /// until it is ready when it serves the API.
+    pub async fn spawn_conveyor(&self, role: &str, env: &[(&str, &str)]) -> ConveyorProcess {
+        let process = self.spawn_conveyor_unready(role, env);
+        if matches!(role, "all" | "api") {
+            wait_ready(&process.base).await;
+        }
+        process
+    }
+
+    /// The same, without waiting for anything.
+    pub fn spawn_conveyor_unready(&self, role: &str, env: &[(&str, &str)]) -> ConveyorProcess {
+        let c = &self.config;
+        let port = free_port();
+        let log_path = std::env::temp_dir().join(format!(
+            "conveyor-{role}-{port}-{}.log",
+            Uuid::new_v4().simple()
+        ));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_conveyor"))
+            .arg(role)
+            .env("DATABASE_URL", &c.database_url)
+            .env("AMQP_URL", &c.amqp_url)
+            .env("CONVEYOR_AMQP_PREFIX", &c.amqp_prefix)
+            .env("CONVEYOR_LISTEN", format!("127.0.0.1:{port}"))
+            .env("CONVEYOR_ALLOW_PRIVATE_TARGETS", "true")
+            .env(
+                "CONVEYOR_LEASE",
+                humantime::format_duration(c.lease).to_string(),
+            )
+            .env("CONVEYOR_WORKER_CONCURRENCY", "4")
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawning conveyor");
+        ConveyorProcess {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log_path,
+        }
+    }
+}
+
+impl ConveyorProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the process runs")
+    }
+
+    /// What it has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Its resident memory now, in KiB (`VmRSS`).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status")
+    }
+
+    /// Stops it gracefully (SIGTERM; at most 30 s) and returns its whole log.
+    pub async fn stop(mut self) -> String {
+        sigterm(self.pid()).await;
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("conveyor stops on SIGTERM")
+            .unwrap();
+        self.log()
+    }
+}
+
+impl Drop for ConveyorProcess {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.log_path);
+    }
 }

@@ -133,3 +133,51 @@ async fn no_key_or_secret_appears_in_any_log_line() {
     }
     app.stop().await;
 }
+
+/// A job's error is the tenant's text: in the default (pretty) log format it must not start a
+/// forged line with a newline nor carry an escape sequence to the operator's terminal.
+#[tokio::test]
+async fn a_jobs_error_cannot_forge_a_log_line_or_reach_the_terminal_raw() {
+    let app = TestApp::start_with(Roles::API, |_| {}).await;
+    let conveyor = app
+        .spawn_conveyor("all", &[("CONVEYOR_LOG_FORMAT", "pretty")])
+        .await;
+    let forged = "2026-01-01T00:00:00.000000Z  INFO conveyor: all good, nothing to see";
+    let message = format!("boom\n{forged}\r\n\u{1b}[2J\u{1b}[31mred\u{7}");
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/jobs", conveyor.base))
+        .bearer_auth(&app.key)
+        .json(&json!({"type": "fail", "max_attempts": 1,
+                      "payload": {"times": 1, "message": message, "permanent": true}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let id: uuid::Uuid = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let job = app.wait_terminal(id, 30).await;
+    assert_eq!(
+        job.error.as_deref(),
+        Some(message.as_str()),
+        "stored as sent"
+    );
+    let log = conveyor.stop().await;
+
+    // The worker did log the error, escaped on its own line...
+    let line = log
+        .lines()
+        .find(|l| l.contains("attempt failed"))
+        .unwrap_or_else(|| panic!("no `attempt failed` line in:\n{log}"));
+    assert!(line.contains(&format!("boom\\n{forged}\\r\\n")), "{line}");
+    // ...and nothing it wrote starts a line of its own or holds a control character.
+    assert!(!log.lines().any(|l| l.starts_with(forged)), "{log}");
+    let raw = log
+        .chars()
+        .find(|c| c.is_control() && *c != '\n')
+        .map(|c| format!("{:?}", c));
+    assert_eq!(raw, None, "a raw control character in the log");
+    app.stop().await;
+}
