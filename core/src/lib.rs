@@ -11,6 +11,7 @@ pub mod guarded_dns;
 pub mod instance;
 pub mod metrics;
 pub mod model;
+pub mod outbound;
 pub mod outbox;
 pub mod retry;
 pub mod signing;

@@ -107,19 +107,26 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || o[0] == 0
         || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64.0.0/10, carrier-grade NAT
         || (o[0] == 192 && o[1] == 0 && o[2] == 0) // 192.0.0.0/24, IETF protocol assignments
+        || (o[0] == 192 && o[1] == 88 && o[2] == 99) // 192.88.99.0/24, 6to4 relays
         || (o[0] == 198 && (o[1] & 0xfe) == 18) // 198.18.0.0/15, benchmarking
         || o[0] >= 240)
 }
 
+/// Only global unicast (2000::/3) is public, less the blocks inside it that are not routed
+/// to a host of their own or that tunnel to an IPv4 address the guard never saw: 2001::/23
+/// (IETF protocol assignments, Teredo among them), 2001:db8::/32 and 3fff::/20
+/// (documentation), 2002::/16 (6to4: 2002:7f00:1:: is 127.0.0.1). Everything outside
+/// 2000::/3 is refused by construction, so forms nobody listed cannot slip through:
+/// IPv4-compatible `::a.b.c.d`, site-local fec0::/10, unique local, link-local, NAT64
+/// 64:ff9b::/96, discard 100::/64, multicast.
 fn is_public_v6(ip: Ipv6Addr) -> bool {
     let s = ip.segments();
-    !(ip.is_loopback()
-        || ip.is_unspecified()
-        || ip.is_multicast()
-        || (s[0] & 0xfe00) == 0xfc00 // unique local
-        || (s[0] & 0xffc0) == 0xfe80 // link-local
-        || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-        || (s[0] == 0x64 && s[1] == 0xff9b)) // NAT64 can reach private v4 space
+    let global_unicast = (s[0] & 0xe000) == 0x2000;
+    global_unicast
+        && !((s[0] == 0x2001 && s[1] < 0x0200) // 2001::/23
+            || (s[0] == 0x2001 && s[1] == 0x0db8) // 2001:db8::/32
+            || s[0] == 0x2002 // 2002::/16
+            || (s[0] == 0x3fff && s[1] < 0x1000)) // 3fff::/20
 }
 
 #[cfg(test)]
@@ -136,6 +143,21 @@ mod tests {
             "http://localhost:8080/",
             "http://192.168.1.1/",
             "http://[::ffff:127.0.0.1]/",
+            "http://[::ffff:10.0.0.1]/",
+            // Every IPv6 form of a private or loopback address the audit tried.
+            "http://[::127.0.0.1]/",         // IPv4-compatible
+            "http://[2002:7f00:1::1]/",      // 6to4 of 127.0.0.1
+            "http://[fec0::1]/",             // site-local
+            "http://[2001:0:4136:e378::1]/", // Teredo
+            "http://[64:ff9b::7f00:1]/",     // NAT64 of 127.0.0.1
+            "http://[100::1]/",              // discard
+            "http://[fd00::1]/",             // unique local
+            "http://[fe80::1]/",             // link-local
+            "http://[2001:db8::1]/",         // documentation
+            "http://[3fff::1]/",             // documentation
+            "http://[ff02::1]/",             // multicast
+            "http://[::]/",
+            "http://192.88.99.1/",
         ] {
             assert!(
                 matches!(
@@ -155,12 +177,22 @@ mod tests {
             Err(GuardError::Invalid(_))
         ));
         assert!(check("https://93.184.215.14/", false).await.is_ok());
+        assert!(check("https://[2606:4700:4700::1111]/", false)
+            .await
+            .is_ok());
+        assert!(check("https://[2a00:1450:4001:80b::200e]/", false)
+            .await
+            .is_ok());
         for url in [
             "http://127.0.0.1/",
             "http://[::1]/",
             "http://10.0.0.1/",
             "http://169.254.169.254/",
             "http://LOCALHOST:1/",
+            "http://[::127.0.0.1]/",
+            "http://[2002:a00:1::]/",
+            "http://[fec0::1]/",
+            "http://[2001::1]/",
         ] {
             assert!(
                 matches!(check_literal(url, false), Err(GuardError::Private(_))),

@@ -19,7 +19,6 @@ use backoff::backoff::Backoff;
 use chrono::Utc;
 use conveyor_core::{
     batch::Batcher,
-    guarded_dns::GuardedResolver,
     outbox::reconnect_backoff,
     store::{
         ClaimLimits, ClaimedDelivery, DeliveryOutcome, HealthRules, NextStep, DELIVERIES_CHANNEL,
@@ -143,14 +142,11 @@ impl Inner {
 
 impl Dispatcher {
     pub fn new(cfg: DispatcherConfig, store: Store) -> Self {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout.min(Duration::from_secs(5)))
-            .dns_resolver(Arc::new(GuardedResolver::new(cfg.allow_private_targets)))
-            .user_agent(concat!("Conveyor-Webhooks/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("building the HTTP client");
+        let http = conveyor_core::outbound::guarded_client(
+            cfg.allow_private_targets,
+            cfg.timeout.min(Duration::from_secs(5)),
+            Some(cfg.timeout),
+        );
         let finish_store = store.clone();
         let rules = cfg.health;
         let finishes = Batcher::spawn(FINISH_BATCH, move |outcomes: Vec<DeliveryOutcome>| {

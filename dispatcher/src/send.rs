@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use conveyor_core::{
+    outbound,
     signing::{signature_header, Secret},
     store::ClaimedDelivery,
     urlguard,
@@ -78,7 +79,7 @@ pub async fn send(
         Err(e) => {
             return Attempted {
                 latency: started.elapsed(),
-                error: Some(describe(&e)),
+                error: Some(outbound::describe(&e)),
                 ..Default::default()
             }
         }
@@ -101,7 +102,7 @@ pub async fn send(
             Ok(Some(chunk)) => snippet.extend_from_slice(&chunk),
             Ok(None) => break,
             Err(e) => {
-                error = Some(describe(&e));
+                error = Some(outbound::describe(&e));
                 break;
             }
         }
@@ -129,24 +130,6 @@ fn parse_retry_after(v: &str) -> Option<Duration> {
     }
     let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
     (at.with_timezone(&Utc) - Utc::now()).to_std().ok()
-}
-
-/// The error and its causes, without the URL (which may carry a token in its query).
-fn describe(e: &reqwest::Error) -> String {
-    let mut out = if e.is_timeout() {
-        "timed out".to_owned()
-    } else if e.is_connect() {
-        "could not connect".to_owned()
-    } else {
-        "request failed".to_owned()
-    };
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    clean_text(&out)
 }
 
 /// PostgreSQL text cannot hold NUL.

@@ -112,6 +112,11 @@ async fn private_targets_are_refused_unless_allowed() {
         "http://10.0.0.1/".to_owned(),
         "http://169.254.169.254/latest/meta-data".to_owned(),
         format!("http://[::1]:{port}/ok"),
+        // IPv6 forms of loopback and private addresses.
+        format!("http://[::127.0.0.1]:{port}/ok"),
+        format!("http://[2002:7f00:1::]:{port}/ok"),
+        format!("http://[fec0::1]:{port}/ok"),
+        format!("http://[2001::7f00:1]:{port}/ok"),
         format!("http://localhost:{port}/ok"),
         "file:///etc/passwd".to_owned(),
     ] {
@@ -169,4 +174,26 @@ async fn loopback_name() -> String {
         }
     }
     panic!("no host name resolves to loopback on this machine; add one to /etc/hosts");
+}
+
+/// A URL may carry a token in its query or credentials before its host: a failed call's
+/// error (stored with the job, shown to operators, logged) names neither, nor the path.
+#[tokio::test]
+async fn a_failed_calls_error_names_no_part_of_its_url() {
+    let app = TestApp::start().await;
+    let closed = crate::harness::free_port(); // nothing listens there
+    let url = format!("http://agent:hunter2@127.0.0.1:{closed}/v2/charge?api_token=s3cr3t-42");
+    let job = app
+        .submit(json!({"type": "http", "max_attempts": 1, "payload": {"url": url}}))
+        .await;
+    let done = app.wait_terminal(job.id, 30).await;
+    assert_eq!(done.status, JobStatus::Dead);
+    let error = done.error.unwrap();
+    assert!(error.starts_with("could not connect"), "{error}");
+    for part in ["s3cr3t-42", "hunter2", "api_token", "/v2/charge"] {
+        assert!(!error.contains(part), "{part} in {error:?}");
+    }
+    let attempts = app.attempts(job.id).await;
+    assert_eq!(attempts[0]["error"], error);
+    app.stop().await;
 }

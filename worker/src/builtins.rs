@@ -145,7 +145,7 @@ async fn http(ctx: JobContext) -> Result<Value, JobError> {
     let resp = req
         .send()
         .await
-        .map_err(|e| JobError::retryable(format!("request failed: {e}")))?;
+        .map_err(|e| JobError::retryable(conveyor_core::outbound::describe(&e)))?;
     let status = resp.status().as_u16();
     let headers: Map<String, Value> = resp
         .headers()
@@ -157,7 +157,7 @@ async fn http(ctx: JobContext) -> Result<Value, JobError> {
     while let Some(chunk) = resp
         .chunk()
         .await
-        .map_err(|e| JobError::retryable(format!("reading response: {e}")))?
+        .map_err(|e| JobError::retryable(conveyor_core::outbound::describe(&e)))?
     {
         body.extend_from_slice(&chunk);
         if body.len() >= MAX_RESPONSE_BYTES {

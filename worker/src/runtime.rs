@@ -131,14 +131,11 @@ impl Worker {
             let store = finish_store.clone();
             async move { record_batch(&store, &reqs).await }
         });
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(10))
-            .dns_resolver(Arc::new(conveyor_core::guarded_dns::GuardedResolver::new(
-                cfg.allow_private_targets,
-            )))
-            .build()
-            .expect("building the HTTP client");
+        let http = conveyor_core::outbound::guarded_client(
+            cfg.allow_private_targets,
+            Duration::from_secs(10),
+            None,
+        );
         Self {
             inner: Arc::new(Inner {
                 id,
