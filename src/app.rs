@@ -123,7 +123,7 @@ pub async fn start(cfg: Config, roles: Roles, registry: Registry) -> anyhow::Res
         ),
         _ => None,
     };
-    let pool = db::connect_and_migrate(&cfg.database_url, cfg.db_pool).await?;
+    let pool = db::wait_connect_and_migrate(&cfg.database_url, cfg.db_pool).await?;
     let store = Store::new(pool.clone());
     let shutdown = CancellationToken::new();
     let relay = Relay::new(

@@ -162,7 +162,7 @@ pub fn router(state: AppState) -> Router {
 /// A span per request, in the trace of the request's `traceparent` when it has one. The
 /// route, status and tenant are recorded on it once known (`count_request`, `Auth`).
 fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
-    let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path(),
+    let span = tracing::info_span!("request", method = method_label(req.method()), path = %req.uri().path(),
         otel.kind = "server", http.route = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty, tenant_id = tracing::field::Empty,
         otel.status_code = tracing::field::Empty);
@@ -224,7 +224,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 /// and status, with its latency.
 async fn count_request(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let started = std::time::Instant::now();
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
@@ -238,13 +238,30 @@ async fn count_request(req: axum::extract::Request, next: axum::middleware::Next
     if resp.status().is_server_error() {
         span.record("otel.status_code", "ERROR");
     }
-    conveyor_core::metrics::http_request(
-        &method,
-        &route,
-        resp.status().as_u16(),
-        started.elapsed(),
-    );
+    conveyor_core::metrics::http_request(method, &route, resp.status().as_u16(), started.elapsed());
     resp
+}
+
+/// A method as a metric label or span name: the standard methods by name, anything else
+/// `OTHER`. A client chooses the method freely, so a name per method would let anyone grow
+/// `/metrics` (and the span names) without bound.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    const STANDARD: [Method; 9] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    STANDARD
+        .iter()
+        .find(|m| *m == method)
+        .map_or("OTHER", |m| m.as_str())
 }
 
 /// Answers 503 when a request takes longer than `timeout`: a stuck dependency or a client
@@ -294,6 +311,8 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
+const READY_PROBE_TIMEOUT: Duration = Duration::from_millis(900);
+
 /// Ready when PostgreSQL answers and this process's relay reaches RabbitMQ.
 #[utoipa::path(
     get,
@@ -306,7 +325,10 @@ async fn healthz() -> Json<serde_json::Value> {
     ),
 )]
 async fn readyz(State(state): State<AppState>) -> Response {
-    let postgres = state.store.ping().await.is_ok();
+    // Within a second whatever PostgreSQL does: a probe must not hang on an outage.
+    let postgres = tokio::time::timeout(READY_PROBE_TIMEOUT, state.store.ping())
+        .await
+        .is_ok_and(|r| r.is_ok());
     let rabbitmq = state.relay.broker_connected();
     let body = json!({
         "postgres": if postgres { "ok" } else { "unavailable" },

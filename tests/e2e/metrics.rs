@@ -208,3 +208,68 @@ async fn a_process_without_the_api_serves_metrics_on_its_own_address() {
     worker.stop().await.unwrap();
     app.stop().await;
 }
+
+/// `/metrics` needs no key, so nothing a caller or a tenant chooses may become a label: an
+/// unknown HTTP method is `OTHER` (each new name used to add a series), and no tenant's name,
+/// endpoint URL or event type appears at all.
+#[tokio::test]
+async fn what_callers_and_tenants_choose_never_becomes_a_label() {
+    let app = TestApp::start().await;
+    let marker = Uuid::new_v4().simple().to_string()[..10].to_owned();
+    let http = reqwest::Client::new();
+    for i in 0..40 {
+        let method = Method::from_bytes(format!("X{marker}{i}").as_bytes()).unwrap();
+        let resp = http
+            .request(method, format!("{}/nope", app.url))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_client_error());
+    }
+    let tenant = format!("tenant-{marker}");
+    let key = app.key_for(&tenant, &[conveyor_core::Scope::Admin]).await;
+    let hook = format!("http://127.0.0.1:9/hook-{marker}");
+    let (status, body) = app
+        .request_as(
+            &key,
+            Method::POST,
+            "/v1/endpoints",
+            Some(&json!({"url": hook})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = app
+        .request_as(
+            &key,
+            Method::POST,
+            "/v1/events",
+            Some(&json!({"type": format!("order.{marker}"), "payload": {}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+
+    let (text, m) = scrape(&app).await;
+    assert!(
+        !text.to_lowercase().contains(&marker),
+        "a chosen name became a label"
+    );
+    assert!(
+        value(&m, "conveyor_http_requests_total", &[("method", "OTHER")]) >= 40.0,
+        "unknown methods are counted as OTHER"
+    );
+    let methods: std::collections::HashSet<&str> = m["conveyor_http_requests_total"]
+        .iter()
+        .filter_map(|s| s.labels.get("method").map(String::as_str))
+        .collect();
+    for method in &methods {
+        assert!(
+            [
+                "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+                "OTHER"
+            ]
+            .contains(method),
+            "method label {method}"
+        );
+    }
+    app.stop().await;
+}

@@ -217,3 +217,117 @@ async fn webhook_deliveries_survive_a_postgresql_outage() {
     assert_eq!(doubled, 0, "a delivery recorded two successes");
     app.stop().await;
 }
+
+/// While PostgreSQL is down the API says so within about a second (503 with Retry-After),
+/// for every submission in flight and for `/readyz`; a role started during the outage waits
+/// for the database, saying so, and starts when it returns.
+#[tokio::test]
+async fn a_postgresql_outage_is_told_within_a_second_and_a_starting_role_waits_for_it() {
+    let pg = ThrowawayPostgres::new();
+    pg.start();
+    let app = TestApp::start_with(Roles::ALL, |c| c.database_url = pg.url("conveyor")).await;
+    app.assert_runs_jobs().await;
+    pg.stop();
+
+    let submit = |i: usize| {
+        let req = app
+            .client
+            .post(format!("{}/v1/jobs", app.url))
+            .bearer_auth(&app.key)
+            .json(&echo(json!({"during": i})));
+        async move {
+            let started = std::time::Instant::now();
+            let resp = req.send().await.unwrap();
+            (
+                resp.status(),
+                resp.headers().contains_key("retry-after"),
+                started.elapsed(),
+            )
+        }
+    };
+    let answers = futures_util::future::join_all((0..20).map(submit)).await;
+    for (status, retry_after, took) in &answers {
+        assert_eq!(*status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(retry_after, "503 without Retry-After");
+        // About a second: the pool's acquire timeout, and at most one group ahead.
+        assert!(
+            *took < Duration::from_millis(2500),
+            "answered after {took:?}"
+        );
+    }
+    let started = std::time::Instant::now();
+    let ready = app
+        .client
+        .get(format!("{}/readyz", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A role started now waits for the database instead of exiting.
+    let mut late = app.spawn_conveyor_unready("all", &[]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        late.child.try_wait().unwrap().is_none(),
+        "it exited:\n{}",
+        late.log()
+    );
+    assert!(
+        late.log().contains("waiting for PostgreSQL"),
+        "{}",
+        late.log()
+    );
+
+    pg.start();
+    crate::harness::wait_ready_for(&late.base, Duration::from_secs(30)).await;
+    let job = app.submit(echo(json!("after"))).await;
+    assert_eq!(
+        app.wait_terminal(job.id, 30).await.status,
+        JobStatus::Succeeded
+    );
+    let resp = app
+        .client
+        .post(format!("{}/v1/jobs", late.base))
+        .bearer_auth(&app.key)
+        .json(&echo(json!("through the late one")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    late.stop().await;
+    app.stop().await;
+}
+
+/// A server going down first tells its clients so (SQLSTATE 57P01, "terminating connection
+/// due to administrator command"): that is an outage to retry, not a refusal of the
+/// statement. Taken as a refusal, a grouped submission fell back to one-by-one inserts that
+/// waited out the whole outage.
+#[tokio::test]
+async fn a_connection_the_server_terminates_counts_as_unreachable() {
+    use sqlx::Connection;
+    let app = TestApp::start_with(Roles::API, |_| {}).await;
+    let mut victim = sqlx::PgConnection::connect(&app.config.database_url)
+        .await
+        .unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut victim)
+        .await
+        .unwrap();
+    let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert!(terminated);
+    let e = sqlx::query("SELECT 1")
+        .execute(&mut victim)
+        .await
+        .unwrap_err();
+    assert!(conveyor_core::db::is_unreachable(&e), "{e:?}");
+    app.stop().await;
+}
