@@ -467,12 +467,15 @@ async fn replay(
             Some(&json!(dict(&base, &[("dry_run", json!(true))]))),
         )
         .await?;
-    let matched = dry["matched"].as_u64().unwrap_or(0);
+    // Every match: those the dry run took up and those past its per-request cap.
+    let matched = dry["matched"].as_u64().unwrap_or(0) + dry["remaining"].as_u64().unwrap_or(0);
     if dry_run {
         emit(json_out, &dry, |d| {
             println!(
-                "dry run: {} dead jobs match; nothing was replayed",
-                d["matched"]
+                "dry run: {matched} dead jobs match, {} would be replayed and {} skipped; \
+                 nothing was replayed",
+                d["would_replay"],
+                d["skipped"].as_array().map_or(0, Vec::len)
             )
         });
         return Ok(());
@@ -534,7 +537,7 @@ async fn replay(
             println!(
                 "skipped {}: {}",
                 short(&sk["id"], 36),
-                short(&sk["errors"], 200)
+                short(&sk["reason"], 200)
             );
         }
     });

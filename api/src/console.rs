@@ -569,17 +569,23 @@ async fn bulk_replay(State(state): State<AppState>, op: Operator, form: Form) ->
     }
     let b = parse_bulk(&state, &body).map_err(Problem::validation)?;
     let done = run_bulk_replay(&state, p, &b).await?;
+    let more = match done.remaining {
+        0 => String::new(),
+        n => format!("; {n} more match: replay again for them"),
+    };
     let notice = if b.dry_run {
         format!(
-            "dry run: {} dead jobs match; nothing was replayed",
-            done["matched"]
+            "dry run: {} dead jobs match, {} would be replayed ({} skipped); nothing was replayed{more}",
+            done.matched,
+            done.would_replay.unwrap_or(0),
+            done.skipped.len()
         )
     } else {
         format!(
-            "replayed {} of {} matching dead jobs ({} skipped)",
-            done["replayed"],
-            done["matched"],
-            done["skipped"].as_array().map_or(0, Vec::len)
+            "replayed {} of {} matching dead jobs ({} skipped){more}",
+            done.replayed,
+            done.matched,
+            done.skipped.len()
         )
     };
     back_to("/ui/dead-letters", &notice)

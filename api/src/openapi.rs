@@ -390,22 +390,6 @@ pub(crate) struct ReplayBulk {
     payload_patch: Option<BTreeMap<String, Value>>,
 }
 
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(crate) struct Skipped {
-    id: Uuid,
-    errors: Vec<FieldError>,
-}
-
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(crate) struct ReplayReport {
-    dry_run: bool,
-    matched: i64,
-    replayed: i64,
-    /// Jobs whose patched payload the job type refused (not on a dry run).
-    skipped: Option<Vec<Skipped>>,
-}
 
 /// A saga: steps that run in order, each with an optional compensation.
 #[derive(ToSchema, Deserialize)]

@@ -13,7 +13,9 @@ use conveyor_core::{
     store::{AuditEntry, DeadFilter, QueueStats, Replay},
     Job, Principal, Scope,
 };
+use serde::Serialize;
 use serde_json::{json, Map, Value};
+use std::collections::HashSet;
 use uuid::Uuid;
 
 use crate::{
@@ -289,9 +291,39 @@ fn merge_patch(payload: &Value, patch: &Map<String, Value>) -> Value {
     Value::Object(out)
 }
 
-/// `POST /v1/dead-letters/replay`: `{"matched", "replayed", "skipped": [{id, errors}]}`. A dry
-/// run counts and changes nothing. Each page of dead jobs is replayed in a transaction of its
-/// own, so a large replay never holds many rows locked.
+/// What a bulk replay did (or, on a dry run, would do) with the dead jobs it took up:
+/// `matched == replayed + skipped.len()` (on a dry run, `would_replay` in place of
+/// `replayed`), and `remaining` more match, left for another request.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct BulkReplayReport {
+    pub(crate) dry_run: bool,
+    /// Dead jobs this request took up (at most 10,000).
+    pub(crate) matched: u64,
+    /// Replayed: queued again with a fresh attempt budget (0 on a dry run).
+    pub(crate) replayed: u64,
+    /// On a dry run: how many would be replayed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) would_replay: Option<u64>,
+    /// Taken up and not replayed, each with why.
+    pub(crate) skipped: Vec<SkippedReplay>,
+    /// Dead jobs that match too but were left for another request (past the per-request
+    /// cap); 0 when this request took up every match.
+    pub(crate) remaining: u64,
+}
+
+/// A dead job a bulk replay took up and left dead.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct SkippedReplay {
+    pub(crate) id: Uuid,
+    pub(crate) reason: String,
+    /// For a patched payload its job type refuses: what is wrong with it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) errors: Vec<FieldError>,
+}
+
+/// `POST /v1/dead-letters/replay`. A dry run decides the same way and changes nothing. Each
+/// page of dead jobs is replayed in a transaction of its own, so a large replay never holds
+/// many rows locked.
 #[utoipa::path(
     post,
     operation_id = "replayDeadLetters",
@@ -299,53 +331,78 @@ fn merge_patch(payload: &Value, patch: &Map<String, Value>) -> Value {
     tag = "operators",
     request_body = crate::openapi::ReplayBulk,
     responses(
-        (status = 200, description = "What was (or, on a dry run, would be) replayed", body = crate::openapi::ReplayReport),
+        (status = 200, description = "What was (or, on a dry run, would be) replayed", body = BulkReplayReport),
     ),
 )]
 async fn replay_bulk(
     State(state): State<AppState>,
     auth: Auth,
     JsonBody(body): JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<BulkReplayReport>> {
     let p = auth.require(Scope::Admin)?;
     let b = parse_bulk(&state, &body).map_err(Problem::validation)?;
     Ok(Json(run_bulk_replay(&state, p, &b).await?))
 }
 
-/// Replays the dead jobs a bulk request names (the API's route and the console's form).
+/// Why a saga's step is never replayed alone.
+const SAGA_STEP: &str = "a saga's step: its saga has moved on, so it cannot run again alone";
+
+/// Replays the dead jobs a bulk request names (the API's route and the console's form),
+/// newest first, at most `MAX_BULK_REPLAY` of them.
 pub(crate) async fn run_bulk_replay(
     state: &AppState,
     p: &Principal,
     b: &BulkReplay,
-) -> ApiResult<Value> {
-    let matched = state
-        .store
-        .count_dead_letters(p.tenant_id, &b.filter)
-        .await?;
-    if b.dry_run {
-        return Ok(json!({"dry_run": true, "matched": matched, "replayed": 0}));
-    }
+) -> ApiResult<BulkReplayReport> {
     let rules = crate::jobs::rules(state);
-    let (mut replayed, mut seen, mut before) = (0usize, 0usize, None);
-    let mut skipped = Vec::new();
-    while seen < MAX_BULK_REPLAY {
-        let batch = REPLAY_PAGE.min((MAX_BULK_REPLAY - seen) as i64);
+    let mut report = BulkReplayReport {
+        dry_run: b.dry_run,
+        matched: 0,
+        replayed: 0,
+        would_replay: b.dry_run.then_some(0),
+        skipped: Vec::new(),
+        remaining: 0,
+    };
+    let mut before = None;
+    loop {
+        let room = MAX_BULK_REPLAY - report.matched as usize;
+        if room == 0 {
+            // The cap: count what is left past the last job taken up.
+            report.remaining = state
+                .store
+                .count_dead_letters_before(p.tenant_id, &b.filter, before)
+                .await? as u64;
+            break;
+        }
+        let batch = REPLAY_PAGE.min(room as i64);
         let jobs: Vec<Job> = state
             .store
             .dead_letters(p.tenant_id, &b.filter, before, batch)
             .await?;
-        seen += jobs.len();
+        report.matched += jobs.len() as u64;
         before = jobs.last().map(|j| j.id);
         let mut replays = Vec::with_capacity(jobs.len());
         for job in &jobs {
+            if job.saga_id.is_some() {
+                report.skipped.push(SkippedReplay {
+                    id: job.id,
+                    reason: SAGA_STEP.into(),
+                    errors: Vec::new(),
+                });
+                continue;
+            }
             let payload = b
                 .patch
                 .as_ref()
                 .map(|patch| merge_patch(&job.payload, patch));
             if let Some(new) = &payload {
-                let errs = check_payload(&rules, &job.job_type, new, "payload");
-                if !errs.is_empty() {
-                    skipped.push(json!({"id": job.id, "errors": errs}));
+                let errors = check_payload(&rules, &job.job_type, new, "payload");
+                if !errors.is_empty() {
+                    report.skipped.push(SkippedReplay {
+                        id: job.id,
+                        reason: "the patched payload is not valid for its job type".into(),
+                        errors,
+                    });
                     continue;
                 }
             }
@@ -354,21 +411,32 @@ pub(crate) async fn run_bulk_replay(
                 payload,
             });
         }
-        if !replays.is_empty() {
-            replayed += state
+        if let Some(n) = report.would_replay.as_mut() {
+            *n += replays.len() as u64;
+        } else if !replays.is_empty() {
+            let done: HashSet<Uuid> = state
                 .store
                 .replay_jobs(p.tenant_id, p.key_id, &replays, true)
                 .await?
-                .len();
+                .into_iter()
+                .map(|j| j.id)
+                .collect();
             state.relay.kick();
+            report.replayed += done.len() as u64;
+            // Read dead a moment ago, and not now: replayed or cancelled meanwhile.
+            for r in replays.iter().filter(|r| !done.contains(&r.job_id)) {
+                report.skipped.push(SkippedReplay {
+                    id: r.job_id,
+                    reason: "no longer dead: it changed while this replay ran".into(),
+                    errors: Vec::new(),
+                });
+            }
         }
         if (jobs.len() as i64) < batch {
             break;
         }
     }
-    Ok(json!({
-        "dry_run": false, "matched": matched, "replayed": replayed, "skipped": skipped,
-    }))
+    Ok(report)
 }
 
 #[utoipa::path(

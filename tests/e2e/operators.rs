@@ -370,3 +370,75 @@ async fn a_paused_queue_accepts_jobs_but_runs_none_until_resumed() {
     assert_eq!(p["errors"][0]["field"], "paused");
     app.stop().await;
 }
+
+/// Every dead job a bulk replay takes up is either replayed or skipped with a reason: a
+/// saga's step (which cannot run again alone) was neither (matched 4, replayed 3,
+/// skipped []). Past the per-request cap, `remaining` says how many are left.
+#[tokio::test]
+async fn a_bulk_replay_accounts_for_every_job_it_takes_up() {
+    let app = TestApp::start().await;
+    let fail = json!({"type": "fail", "max_attempts": 1, "payload": {"times": 1, "permanent": true}});
+    let mut dead = Vec::new();
+    for _ in 0..3 {
+        dead.push(app.submit(fail.clone()).await.id);
+    }
+    let (status, saga) = app
+        .post(
+            "/v1/sagas",
+            &json!({"steps": [{"name": "only", "job": fail.clone()}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{saga}");
+    let step_job: Uuid = saga["steps"][0]["job_id"].as_str().unwrap().parse().unwrap();
+    for id in dead.iter().chain([&step_job]) {
+        assert_eq!(app.wait_terminal(*id, 30).await.status, JobStatus::Dead);
+    }
+
+    let (status, dry) = app
+        .post("/v1/dead-letters/replay", &json!({"type": "fail", "dry_run": true}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{dry}");
+    assert_eq!(
+        (&dry["matched"], &dry["replayed"], &dry["would_replay"], &dry["remaining"]),
+        (&json!(4), &json!(0), &json!(3), &json!(0)),
+        "{dry}"
+    );
+    let (status, done) = app
+        .post("/v1/dead-letters/replay", &json!({"type": "fail"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(
+        (&done["matched"], &done["replayed"], &done["remaining"]),
+        (&json!(4), &json!(3), &json!(0)),
+        "{done}"
+    );
+    let skipped = done["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 1, "{done}");
+    assert_eq!(skipped[0]["id"], json!(step_job));
+    assert!(skipped[0]["reason"].as_str().unwrap().contains("saga"), "{done}");
+    assert_eq!(
+        done["matched"].as_u64().unwrap(),
+        done["replayed"].as_u64().unwrap() + skipped.len() as u64
+    );
+
+    // Past the cap (10,000 per request), what is left is counted, not lost.
+    sqlx::query(
+        "INSERT INTO jobs (id, tenant_id, type, queue, status, payload, max_attempts,
+                           timeout_seconds, run_at, finished_at, attempts, error)
+         SELECT conveyor_uuid_v7(), $1, 'echo', 'default', 'dead', '{}', 1, 60, now(), now(), 1, 'x'
+         FROM generate_series(1, 10002)",
+    )
+    .bind(app.tenant_id)
+    .execute(app.store.pool())
+    .await
+    .unwrap();
+    let (_, dry) = app
+        .post("/v1/dead-letters/replay", &json!({"type": "echo", "dry_run": true}))
+        .await;
+    assert_eq!(
+        (&dry["matched"], &dry["would_replay"], &dry["remaining"]),
+        (&json!(10_000), &json!(10_000), &json!(2)),
+        "{dry}"
+    );
+    app.stop().await;
+}

@@ -84,14 +84,23 @@ impl Store {
         Ok(rows.into_iter().map(Job::from).collect())
     }
 
-    pub async fn count_dead_letters(&self, tenant_id: Uuid, f: &DeadFilter) -> sqlx::Result<i64> {
-        let sql = format!("SELECT count(*) FROM jobs WHERE {DEAD_WHERE}");
+    /// The dead jobs that match, older than the keyset cursor `before` (all when `None`).
+    pub async fn count_dead_letters_before(
+        &self,
+        tenant_id: Uuid,
+        f: &DeadFilter,
+        before: Option<Uuid>,
+    ) -> sqlx::Result<i64> {
+        let sql = format!(
+            "SELECT count(*) FROM jobs WHERE {DEAD_WHERE} AND ($6::uuid IS NULL OR id < $6)"
+        );
         sqlx::query_scalar(&sql)
             .bind(tenant_id)
             .bind(f.queue.as_deref())
             .bind(f.job_type.as_deref())
             .bind(f.since)
             .bind(f.ids.as_deref())
+            .bind(before)
             .fetch_one(&self.pool)
             .await
     }
