@@ -13,7 +13,10 @@ use axum::{
     Router,
 };
 use chrono::{DateTime, Utc};
-use conveyor_core::{store::JobFilter, Job, JobStatus, Principal, Scope};
+use conveyor_core::{
+    store::{Detail, JobFilter},
+    Job, JobStatus, Principal, Scope,
+};
 use maud::{html, Markup, DOCTYPE};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -400,8 +403,9 @@ async fn jobs_page(State(state): State<AppState>, op: Operator, q: Query) -> UiR
     let before = q.get("before").and_then(|b| b.parse().ok());
     let jobs = state
         .store
-        .list_jobs(p.tenant_id, &filter, before, PAGE)
-        .await?;
+        .list_jobs(p.tenant_id, &filter, before, PAGE, Detail::Summary)
+        .await?
+        .jobs;
     let body = html! {
         h1 { "Jobs" }
         form method="get" action="/ui/jobs" {
@@ -512,8 +516,9 @@ async fn dead_page(State(state): State<AppState>, op: Operator, q: Query) -> UiR
     let before = q.get("before").and_then(|b| b.parse().ok());
     let jobs = state
         .store
-        .dead_letters(p.tenant_id, &filter, before, PAGE)
-        .await?;
+        .dead_letters(p.tenant_id, &filter, before, PAGE, Detail::Summary)
+        .await?
+        .jobs;
     let can_replay = op.0.has(Scope::JobsWrite);
     let body = html! {
         h1 { "Dead letters" }

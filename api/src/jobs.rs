@@ -11,7 +11,7 @@ use axum::{
 };
 use conveyor_core::{
     model::Attempt,
-    store::{CancelOutcome, InsertOutcome, JobFilter},
+    store::{CancelOutcome, Detail, InsertOutcome, JobFilter},
     Job, JobStatus, NewJob, Scope,
 };
 use serde_json::{json, Value};
@@ -20,7 +20,7 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::{
     auth::Auth,
     extract::{idempotency_header, located, JsonBody, PathId, QueryPairs},
-    paging::{page, paging},
+    paging::{job_page, paging, MAX_PAGE_BYTES},
     problem::{ApiResult, FieldError, Problem},
     validate::{parse_job, JobRules},
     AppState,
@@ -120,6 +120,16 @@ pub(crate) fn request_trace(headers: &HeaderMap) -> Option<String> {
 /// The request's trace (see `request_trace`), or a new one: what an event or saga stores.
 pub(crate) fn request_trace_or_new(headers: &HeaderMap) -> String {
     request_trace(headers).unwrap_or_else(conveyor_core::trace::new_trace)
+}
+
+/// `include=payload`: list items with their payload and result, within a page's byte budget.
+pub(crate) fn include_payload(field: &str, v: &str) -> Result<Detail, FieldError> {
+    match v {
+        "payload" => Ok(Detail::Full {
+            budget_bytes: MAX_PAGE_BYTES,
+        }),
+        _ => Err(FieldError::new(field, "the only value is `payload`")),
+    }
 }
 
 fn idempotency_conflict() -> Problem {
@@ -305,6 +315,7 @@ async fn get_job(
         ("type" = Option<String>, Query),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Page size (default 50)"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("include" = Option<String>, Query, description = "`payload`: each job with its payload and result (left out otherwise); the page then ends early once it holds about 8 MiB"),
     ),
     responses(
         (status = 200, description = "The tenant's jobs, newest first", body = crate::openapi::Page<Job>),
@@ -317,6 +328,7 @@ async fn list(
 ) -> ApiResult<Json<Value>> {
     let p = auth.require(Scope::JobsRead)?;
     let mut filter = JobFilter::default();
+    let mut detail = Detail::Summary;
     let (limit, before) = paging(&q, |k, v| {
         let bad = |message: &str| Some(Err(FieldError::new(k, message)));
         match k {
@@ -331,15 +343,16 @@ async fn list(
                     crate::validate::check_type(k, v).map(|t| filter.job_type = Some(t)),
                 )
             }
+            "include" => return Some(include_payload(k, v).map(|d| detail = d)),
             _ => return None,
         }
         Some(Ok(()))
     })?;
     let jobs = state
         .store
-        .list_jobs(p.tenant_id, &filter, before, limit + 1)
+        .list_jobs(p.tenant_id, &filter, before, limit + 1, detail)
         .await?;
-    Ok(page(jobs, limit, |j| j.id))
+    Ok(job_page(jobs, limit, detail))
 }
 
 #[utoipa::path(

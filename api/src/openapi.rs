@@ -390,7 +390,6 @@ pub(crate) struct ReplayBulk {
     payload_patch: Option<BTreeMap<String, Value>>,
 }
 
-
 /// A saga: steps that run in order, each with an optional compensation.
 #[derive(ToSchema, Deserialize)]
 #[serde(deny_unknown_fields)]

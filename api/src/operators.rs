@@ -10,7 +10,7 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use conveyor_core::{
-    store::{AuditEntry, DeadFilter, QueueStats, Replay},
+    store::{AuditEntry, DeadFilter, Detail, QueueStats, Replay},
     Job, Principal, Scope,
 };
 use serde::Serialize;
@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::{
     auth::Auth,
     extract::{JsonBody, OptionalJsonBody, PathId, PathName, QueryPairs},
-    paging::{page, paging},
+    paging::{job_page, page, paging},
     problem::{ApiResult, FieldError, Problem},
     validate::check_payload,
     AppState,
@@ -33,6 +33,8 @@ pub const MAX_BULK_REPLAY: usize = 10_000;
 const MAX_IDS: usize = 1_000;
 /// Dead jobs read and replayed per transaction in a bulk replay.
 const REPLAY_PAGE: i64 = 500;
+/// Payload bytes a bulk replay with a patch reads at once (a page ends early past it).
+const REPLAY_PAYLOAD_BUDGET: usize = 32 << 20;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -174,6 +176,7 @@ fn check_queue(state: &AppState, field: &str, q: &str) -> Result<String, FieldEr
         ("since" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "Died at or after"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Page size (default 50)"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("include" = Option<String>, Query, description = "`payload`: each job with its payload and result (left out otherwise); the page then ends early once it holds about 8 MiB"),
     ),
     responses(
         (status = 200, description = "Dead jobs, newest first", body = crate::openapi::Page<Job>),
@@ -186,20 +189,22 @@ async fn list_dead(
 ) -> ApiResult<Json<Value>> {
     let p = auth.require(Scope::JobsRead)?;
     let mut f = DeadFilter::default();
+    let mut detail = Detail::Summary;
     let (limit, before) = paging(&q, |k, v| {
         let set = match k {
             "queue" => check_queue(&state, k, v).map(|q| f.queue = Some(q)),
             "type" => crate::validate::check_type(k, v).map(|t| f.job_type = Some(t)),
             "since" => parse_since(k, v).map(|t| f.since = Some(t)),
+            "include" => crate::jobs::include_payload(k, v).map(|d| detail = d),
             _ => return None,
         };
         Some(set)
     })?;
     let jobs = state
         .store
-        .dead_letters(p.tenant_id, &f, before, limit + 1)
+        .dead_letters(p.tenant_id, &f, before, limit + 1, detail)
         .await?;
-    Ok(page(jobs, limit, |j| j.id))
+    Ok(job_page(jobs, limit, detail))
 }
 
 /// The body of a bulk replay: a filter, `dry_run`, and `payload_patch` (merged into each
@@ -375,10 +380,18 @@ pub(crate) async fn run_bulk_replay(
             break;
         }
         let batch = REPLAY_PAGE.min(room as i64);
-        let jobs: Vec<Job> = state
+        // Payloads only to patch them, and never more than a bounded amount at once.
+        let detail = match b.patch {
+            Some(_) => Detail::Full {
+                budget_bytes: REPLAY_PAYLOAD_BUDGET,
+            },
+            None => Detail::Summary,
+        };
+        let page = state
             .store
-            .dead_letters(p.tenant_id, &b.filter, before, batch)
+            .dead_letters(p.tenant_id, &b.filter, before, batch, detail)
             .await?;
+        let jobs = page.jobs;
         report.matched += jobs.len() as u64;
         before = jobs.last().map(|j| j.id);
         let mut replays = Vec::with_capacity(jobs.len());
@@ -432,7 +445,7 @@ pub(crate) async fn run_bulk_replay(
                 });
             }
         }
-        if (jobs.len() as i64) < batch {
+        if (jobs.len() as i64) < batch && !page.cut_short {
             break;
         }
     }

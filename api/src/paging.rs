@@ -2,6 +2,7 @@
 
 use axum::Json;
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use conveyor_core::store::{Detail, JobPage};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -48,19 +49,65 @@ pub fn paging(
     }
 }
 
+/// The most one list page may hold, as JSON text: past it the page ends early, with a cursor
+/// for the rest (a single item larger than this still makes a page of its own).
+pub const MAX_PAGE_BYTES: usize = 8 << 20;
+
 /// One page: `limit + 1` rows were read, so a full page knows whether another follows.
-pub fn page<T: serde::Serialize>(
-    mut rows: Vec<T>,
+pub fn page<T: serde::Serialize>(rows: Vec<T>, limit: i64, id: impl Fn(&T) -> Uuid) -> Json<Value> {
+    page_of(rows, limit, false, id, |r| {
+        serde_json::to_value(r).unwrap_or(Value::Null)
+    })
+}
+
+/// A page of jobs read with `detail`: without payload and result unless they were asked for
+/// (`?include=payload`); a page the store cut short has a cursor whatever its length.
+pub fn job_page(page: JobPage, limit: i64, detail: Detail) -> Json<Value> {
+    page_of(
+        page.jobs,
+        limit,
+        page.cut_short,
+        |j| j.id,
+        |j| {
+            let mut v = serde_json::to_value(j).unwrap_or(Value::Null);
+            if detail == Detail::Summary {
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("payload");
+                    o.remove("result");
+                }
+            }
+            v
+        },
+    )
+}
+
+/// `rows` as a page of at most `limit` items and `MAX_PAGE_BYTES`; `more`: rows follow the
+/// last one read even if there are not `limit + 1` of them.
+fn page_of<T>(
+    rows: Vec<T>,
     limit: i64,
+    more: bool,
     id: impl Fn(&T) -> Uuid,
+    to_value: impl Fn(&T) -> Value,
 ) -> Json<Value> {
-    let next_cursor = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| encode_cursor(id(r)))
+    let read = rows.len();
+    let (mut data, mut bytes, mut last) = (Vec::new(), 0usize, None);
+    for row in rows.iter().take(limit.max(0) as usize) {
+        let v = to_value(row);
+        let len = serde_json::to_vec(&v).map_or(0, |b| b.len());
+        if !data.is_empty() && bytes + len > MAX_PAGE_BYTES {
+            break;
+        }
+        bytes += len;
+        data.push(v);
+        last = Some(id(row));
+    }
+    let next_cursor = if more || data.len() < read {
+        last.map(encode_cursor)
     } else {
         None
     };
-    Json(json!({ "data": rows, "next_cursor": next_cursor }))
+    Json(json!({ "data": data, "next_cursor": next_cursor }))
 }
 
 pub fn encode_cursor(id: Uuid) -> String {

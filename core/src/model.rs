@@ -69,7 +69,12 @@ pub struct Job {
     pub queue: String,
     pub status: JobStatus,
     pub priority: i16,
+    /// Left out of list pages unless they ask for it (`include=payload`).
+    #[serde(default)]
+    #[schema(required = false)]
     pub payload: Value,
+    /// Left out of list pages unless they ask for it (`include=payload`).
+    #[schema(required = false)]
     pub result: Option<Value>,
     pub error: Option<String>,
     pub attempts: i32,

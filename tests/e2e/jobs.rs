@@ -410,3 +410,87 @@ async fn concurrent_submissions_under_one_idempotency_key_make_one_job() {
     assert_eq!(count, 1);
     app.stop().await;
 }
+
+/// A list page carries no payloads unless asked (`include=payload`), and asked, it ends
+/// early at about 8 MiB with a cursor for the rest: large payloads no longer multiply into
+/// one huge answer (ten 9 MB jobs made a 180 MB page).
+#[tokio::test]
+async fn list_pages_leave_payloads_out_unless_asked_and_stay_bounded() {
+    let app = TestApp::start_with(conveyor::app::Roles::API, |_| {}).await;
+    let big = "x".repeat(1_000_000);
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let job = app
+            .submit(json!({"type": "echo", "payload": {"i": i, "blob": big}, "queue": "default"}))
+            .await;
+        ids.push(job.id);
+    }
+    let get = |path: String| {
+        let req = app
+            .client
+            .get(format!("{}{path}", app.url))
+            .bearer_auth(&app.key);
+        async move {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            let bytes = resp.bytes().await.unwrap();
+            (
+                bytes.len(),
+                serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
+            )
+        }
+    };
+
+    let (size, page) = get("/v1/jobs?limit=200".into()).await;
+    let data = page["data"].as_array().unwrap();
+    assert_eq!(data.len(), 12);
+    assert!(size < 20_000, "a page without payloads is {size} bytes");
+    for job in data {
+        let o = job.as_object().unwrap();
+        assert!(
+            !o.contains_key("payload") && !o.contains_key("result"),
+            "{job}"
+        );
+        assert_eq!(job["type"], "echo");
+    }
+    // Items parse as the Job schema: payload and result are optional there.
+    let _: Vec<conveyor_core::Job> = serde_json::from_value(page["data"].clone()).unwrap();
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut path = "/v1/jobs?limit=200&include=payload".to_owned();
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let (size, page) = get(path).await;
+        pages += 1;
+        assert!(
+            size <= 8 * 1024 * 1024 + 2_000_000,
+            "a page of {size} bytes"
+        );
+        for job in page["data"].as_array().unwrap() {
+            assert_eq!(
+                job["payload"]["blob"].as_str().map(str::len),
+                Some(1_000_000)
+            );
+            seen.push(job["id"].as_str().unwrap().parse::<uuid::Uuid>().unwrap());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+        assert!(pages < 10, "pages never end");
+    }
+    assert!(pages >= 2, "12 MB fit one page");
+    ids.reverse();
+    assert_eq!(seen, ids, "every job once, newest first");
+
+    let (status, p) = app.get("/v1/jobs?include=everything").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{p}");
+    assert_eq!(p["errors"][0]["field"], "include");
+    let (status, _) = app.get("/v1/dead-letters?include=payload").await;
+    assert_eq!(status, StatusCode::OK);
+    app.stop().await;
+}

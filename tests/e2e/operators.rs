@@ -377,7 +377,8 @@ async fn a_paused_queue_accepts_jobs_but_runs_none_until_resumed() {
 #[tokio::test]
 async fn a_bulk_replay_accounts_for_every_job_it_takes_up() {
     let app = TestApp::start().await;
-    let fail = json!({"type": "fail", "max_attempts": 1, "payload": {"times": 1, "permanent": true}});
+    let fail =
+        json!({"type": "fail", "max_attempts": 1, "payload": {"times": 1, "permanent": true}});
     let mut dead = Vec::new();
     for _ in 0..3 {
         dead.push(app.submit(fail.clone()).await.id);
@@ -389,17 +390,29 @@ async fn a_bulk_replay_accounts_for_every_job_it_takes_up() {
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{saga}");
-    let step_job: Uuid = saga["steps"][0]["job_id"].as_str().unwrap().parse().unwrap();
+    let step_job: Uuid = saga["steps"][0]["job_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     for id in dead.iter().chain([&step_job]) {
         assert_eq!(app.wait_terminal(*id, 30).await.status, JobStatus::Dead);
     }
 
     let (status, dry) = app
-        .post("/v1/dead-letters/replay", &json!({"type": "fail", "dry_run": true}))
+        .post(
+            "/v1/dead-letters/replay",
+            &json!({"type": "fail", "dry_run": true}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{dry}");
     assert_eq!(
-        (&dry["matched"], &dry["replayed"], &dry["would_replay"], &dry["remaining"]),
+        (
+            &dry["matched"],
+            &dry["replayed"],
+            &dry["would_replay"],
+            &dry["remaining"]
+        ),
         (&json!(4), &json!(0), &json!(3), &json!(0)),
         "{dry}"
     );
@@ -415,7 +428,10 @@ async fn a_bulk_replay_accounts_for_every_job_it_takes_up() {
     let skipped = done["skipped"].as_array().unwrap();
     assert_eq!(skipped.len(), 1, "{done}");
     assert_eq!(skipped[0]["id"], json!(step_job));
-    assert!(skipped[0]["reason"].as_str().unwrap().contains("saga"), "{done}");
+    assert!(
+        skipped[0]["reason"].as_str().unwrap().contains("saga"),
+        "{done}"
+    );
     assert_eq!(
         done["matched"].as_u64().unwrap(),
         done["replayed"].as_u64().unwrap() + skipped.len() as u64
@@ -433,7 +449,10 @@ async fn a_bulk_replay_accounts_for_every_job_it_takes_up() {
     .await
     .unwrap();
     let (_, dry) = app
-        .post("/v1/dead-letters/replay", &json!({"type": "echo", "dry_run": true}))
+        .post(
+            "/v1/dead-letters/replay",
+            &json!({"type": "echo", "dry_run": true}),
+        )
         .await;
     assert_eq!(
         (&dry["matched"], &dry["would_replay"], &dry["remaining"]),

@@ -13,6 +13,87 @@ pub(super) const JOB_COLUMNS: &str =
      max_attempts, timeout_seconds, run_at, created_at, started_at, finished_at, callback_url, \
      saga_id, metadata";
 
+/// The same, without reading payload and result (each JSON null in the row).
+const JOB_SUMMARY_COLUMNS: &str =
+    "id, type, queue, status, priority, 'null'::jsonb AS payload, NULL::jsonb AS result, error, \
+     attempts, max_attempts, timeout_seconds, run_at, created_at, started_at, finished_at, \
+     callback_url, saga_id, metadata";
+
+/// What a list reads of each job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Without payload and result: a page costs the same whatever its jobs carry.
+    Summary,
+    /// With them, until about this many bytes of them are read (always at least one job):
+    /// ten 9 MB payloads must not become one 90 MB answer, nor 200 of them a process's memory.
+    Full { budget_bytes: usize },
+}
+
+impl Detail {
+    pub(super) fn columns(self) -> &'static str {
+        match self {
+            Detail::Summary => JOB_SUMMARY_COLUMNS,
+            Detail::Full { .. } => JOB_COLUMNS,
+        }
+    }
+}
+
+/// Jobs read for a list, newest first.
+#[derive(Debug)]
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    /// The byte budget ran out before the limit: more jobs may follow.
+    pub cut_short: bool,
+}
+
+/// Reads rows one by one, stopping at the byte budget (see `Detail::Full`).
+pub(super) async fn read_page(
+    query: sqlx::query::QueryAs<'_, Postgres, JobRow, sqlx::postgres::PgArguments>,
+    pool: &sqlx::PgPool,
+    detail: Detail,
+) -> sqlx::Result<JobPage> {
+    use futures_util::TryStreamExt;
+    let budget = match detail {
+        Detail::Summary => usize::MAX,
+        Detail::Full { budget_bytes } => budget_bytes,
+    };
+    let mut rows = query.fetch(pool);
+    let (mut jobs, mut used) = (Vec::new(), 0usize);
+    while let Some(row) = rows.try_next().await? {
+        if detail != Detail::Summary {
+            used += json_len(&row.payload) + row.result.as_ref().map_or(0, json_len);
+        }
+        jobs.push(Job::from(row));
+        if used >= budget {
+            return Ok(JobPage {
+                jobs,
+                cut_short: true,
+            });
+        }
+    }
+    Ok(JobPage {
+        jobs,
+        cut_short: false,
+    })
+}
+
+/// The length of a value as JSON text, without writing it anywhere.
+fn json_len(v: &Value) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Counter(0);
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
+}
+
 #[derive(sqlx::FromRow)]
 pub(super) struct JobRow {
     id: Uuid,
@@ -196,23 +277,23 @@ impl Store {
         filter: &JobFilter,
         before: Option<Uuid>,
         limit: i64,
-    ) -> sqlx::Result<Vec<Job>> {
+        detail: Detail,
+    ) -> sqlx::Result<JobPage> {
         let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1
+            "SELECT {} FROM jobs WHERE tenant_id = $1
                AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR queue = $3)
                AND ($4::text IS NULL OR type = $4) AND ($5::uuid IS NULL OR id < $5)
-             ORDER BY id DESC LIMIT $6"
+             ORDER BY id DESC LIMIT $6",
+            detail.columns()
         );
-        let rows: Vec<JobRow> = sqlx::query_as(&sql)
+        let query = sqlx::query_as(&sql)
             .bind(tenant_id)
             .bind(filter.status.map(JobStatus::as_str))
             .bind(filter.queue.as_deref())
             .bind(filter.job_type.as_deref())
             .bind(before)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(Job::from).collect())
+            .bind(limit);
+        read_page(query, &self.pool, detail).await
     }
 
     /// The attempts of a job, or `None` when the tenant has no such job.

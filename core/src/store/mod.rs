@@ -12,7 +12,9 @@ mod usage;
 mod webhooks;
 
 pub use deliveries::{ClaimLimits, ClaimedDelivery, DeliveryOutcome, HealthRules, NextStep};
-pub use jobs::{CancelOutcome, Claim, ClaimedJob, Finish, InsertOutcome, JobFilter};
+pub use jobs::{
+    CancelOutcome, Claim, ClaimedJob, Detail, Finish, InsertOutcome, JobFilter, JobPage,
+};
 pub use keys::{generate_key, hash_key};
 pub use operators::{AuditEntry, DeadFilter, QueueStats, Replay};
 pub use retention::Purged;

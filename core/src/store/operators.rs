@@ -7,7 +7,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{
-    jobs::{JobRow, JOB_COLUMNS},
+    jobs::{read_page, Detail, JobPage, JobRow, JOB_COLUMNS},
     Store,
 };
 use crate::model::Job;
@@ -66,22 +66,22 @@ impl Store {
         f: &DeadFilter,
         before: Option<Uuid>,
         limit: i64,
-    ) -> sqlx::Result<Vec<Job>> {
+        detail: Detail,
+    ) -> sqlx::Result<JobPage> {
         let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE {DEAD_WHERE} AND ($6::uuid IS NULL OR id < $6)
-             ORDER BY id DESC LIMIT $7"
+            "SELECT {} FROM jobs WHERE {DEAD_WHERE} AND ($6::uuid IS NULL OR id < $6)
+             ORDER BY id DESC LIMIT $7",
+            detail.columns()
         );
-        let rows: Vec<JobRow> = sqlx::query_as(&sql)
+        let query = sqlx::query_as(&sql)
             .bind(tenant_id)
             .bind(f.queue.as_deref())
             .bind(f.job_type.as_deref())
             .bind(f.since)
             .bind(f.ids.as_deref())
             .bind(before)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(Job::from).collect())
+            .bind(limit);
+        read_page(query, &self.pool, detail).await
     }
 
     /// The dead jobs that match, older than the keyset cursor `before` (all when `None`).
