@@ -81,7 +81,10 @@ async fn submit(
         .await
         .map_err(Problem::validation)?;
     job.traceparent = request_trace(&headers);
-    state.backlogs.check(&state.store, &job.queue).await?;
+    state
+        .backlogs
+        .check(&state.store, p.tenant_id, &job.queue)
+        .await?;
     let inserted = state
         .inserts
         .call((p.tenant_id, job))
@@ -211,7 +214,10 @@ async fn submit_batch(
     queues.sort_unstable();
     queues.dedup();
     for queue in queues {
-        state.backlogs.check(&state.store, queue).await?;
+        state
+            .backlogs
+            .check(&state.store, p.tenant_id, queue)
+            .await?;
     }
     let Some(outcomes) = state.store.insert_jobs(p.tenant_id, &jobs).await? else {
         return Err(idempotency_conflict());

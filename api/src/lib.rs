@@ -118,7 +118,10 @@ impl AppState {
             catalog: Arc::new(catalog),
             keys: Arc::new(KeyCache::default()),
             rate_limits: Arc::new(limits::RateLimits::new(cfg.key_rate_limit)),
-            backlogs: Arc::new(limits::Backlogs::new(cfg.queue_max_backlog)),
+            backlogs: Arc::new(limits::Backlogs::new(
+                cfg.queue_max_backlog,
+                cfg.queue_max_backlog_total,
+            )),
             waiters: Arc::new(Waiters::new()),
             usage: Arc::default(),
             max_body_bytes: cfg.max_body_bytes,

@@ -1,5 +1,6 @@
 //! Gateway limits: a token bucket per API key (429 with `Retry-After` and `RateLimit-*`), and
-//! backpressure per queue (503 with `Retry-After` once its backlog passes the bound).
+//! backpressure per tenant and queue (503 with `Retry-After` once its backlog passes the
+//! bound).
 //! Both are per API process: N processes let a key make N times its rate.
 
 use std::{
@@ -63,48 +64,95 @@ impl RateLimits {
     }
 }
 
-/// Queued jobs per queue, refreshed at most every `BACKLOG_TTL`.
+/// Backpressure on queued jobs: a bound per tenant and queue, so one tenant's backlog holds
+/// back only that tenant's submissions, and a deployment-wide bound per queue behind it, as a
+/// last line whose refusal says nothing of other tenants. Counts are read at most every
+/// `BACKLOG_TTL`: per tenant (for the tenants submitting) and per queue.
 pub struct Backlogs {
-    bound: u64,
-    seen: Mutex<Option<(Instant, HashMap<String, i64>)>>,
+    per_tenant: u64,
+    total: u64,
+    tenants: Mutex<HashMap<Uuid, (Instant, HashMap<String, i64>)>>,
+    queues: Mutex<Option<(Instant, HashMap<String, i64>)>>,
 }
 
+/// Tenants whose counts are kept at most; past it they are all read again.
+const MAX_TENANTS: usize = 10_000;
+
 impl Backlogs {
-    pub fn new(bound: u64) -> Self {
+    pub fn new(per_tenant: u64, total: u64) -> Self {
         Self {
-            bound,
-            seen: Mutex::new(None),
+            per_tenant,
+            total,
+            tenants: Mutex::new(HashMap::new()),
+            queues: Mutex::new(None),
         }
     }
 
-    /// Refuses a submission to a queue whose backlog has reached the bound.
-    pub async fn check(&self, store: &Store, queue: &str) -> Result<(), Problem> {
-        if self.bound == 0 {
-            return Ok(());
+    /// Refuses a submission of the tenant's to a queue whose backlog has reached a bound.
+    pub async fn check(&self, store: &Store, tenant_id: Uuid, queue: &str) -> Result<(), Problem> {
+        if self.per_tenant > 0 {
+            let queued = self.tenant_queued(store, tenant_id, queue).await?;
+            if queued as u64 >= self.per_tenant {
+                return Err(Problem::unavailable(format!(
+                    "queue {queue:?} has {queued} jobs waiting for this tenant, at its bound of \
+                     {} per tenant; try again shortly",
+                    self.per_tenant
+                )));
+            }
         }
+        if self.total > 0 && self.queue_queued(store, queue).await? as u64 >= self.total {
+            // Other tenants' figures are theirs: this says only that the queue is full.
+            return Err(Problem::unavailable(format!(
+                "queue {queue:?} is at capacity; try again shortly"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn tenant_queued(
+        &self,
+        store: &Store,
+        tenant_id: Uuid,
+        queue: &str,
+    ) -> sqlx::Result<i64> {
         let fresh = self
-            .seen
+            .tenants
+            .lock()
+            .unwrap()
+            .get(&tenant_id)
+            .filter(|(at, _)| at.elapsed() < BACKLOG_TTL)
+            .map(|(_, counts)| counts.get(queue).copied().unwrap_or(0));
+        if let Some(n) = fresh {
+            return Ok(n);
+        }
+        let counts: HashMap<String, i64> = store
+            .queued_per_queue_of(tenant_id)
+            .await?
+            .into_iter()
+            .collect();
+        let n = counts.get(queue).copied().unwrap_or(0);
+        let mut tenants = self.tenants.lock().unwrap();
+        if tenants.len() >= MAX_TENANTS {
+            tenants.clear();
+        }
+        tenants.insert(tenant_id, (Instant::now(), counts));
+        Ok(n)
+    }
+
+    async fn queue_queued(&self, store: &Store, queue: &str) -> sqlx::Result<i64> {
+        let fresh = self
+            .queues
             .lock()
             .unwrap()
             .as_ref()
             .filter(|(at, _)| at.elapsed() < BACKLOG_TTL)
             .map(|(_, counts)| counts.get(queue).copied().unwrap_or(0));
-        let queued = match fresh {
-            Some(n) => n,
-            None => {
-                let counts: HashMap<String, i64> =
-                    store.queued_per_queue().await?.into_iter().collect();
-                let n = counts.get(queue).copied().unwrap_or(0);
-                *self.seen.lock().unwrap() = Some((Instant::now(), counts));
-                n
-            }
-        };
-        if queued as u64 >= self.bound {
-            return Err(Problem::unavailable(format!(
-                "queue {queue:?} has {queued} jobs waiting, at its bound of {}; try again shortly",
-                self.bound
-            )));
+        if let Some(n) = fresh {
+            return Ok(n);
         }
-        Ok(())
+        let counts: HashMap<String, i64> = store.queued_per_queue().await?.into_iter().collect();
+        let n = counts.get(queue).copied().unwrap_or(0);
+        *self.queues.lock().unwrap() = Some((Instant::now(), counts));
+        Ok(n)
     }
 }

@@ -209,7 +209,7 @@ async fn submit(
     saga.traceparent = Some(crate::jobs::request_trace_or_new(&headers));
     state
         .backlogs
-        .check(&state.store, &saga.steps[0].job.queue)
+        .check(&state.store, p.tenant_id, &saga.steps[0].job.queue)
         .await?;
     match state.store.create_saga(p.tenant_id, &saga).await? {
         SagaOutcome::Created(s) => {

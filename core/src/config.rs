@@ -109,10 +109,20 @@ pub struct Config {
     #[arg(long, env = "CONVEYOR_KEY_RATE_LIMIT", default_value_t = 10_000)]
     pub key_rate_limit: u32,
 
-    /// Queued jobs a queue may hold before submissions to it get 503 with Retry-After
-    /// (backpressure instead of a backlog without bound). 0: no bound.
+    /// Queued jobs one tenant may have in a queue before its submissions to it get 503 with
+    /// Retry-After (backpressure instead of a backlog without bound; other tenants are not
+    /// held back). 0: no bound.
     #[arg(long, env = "CONVEYOR_QUEUE_MAX_BACKLOG", default_value_t = 100_000)]
     pub queue_max_backlog: u64,
+
+    /// Queued jobs a queue may hold across all tenants: a last line behind the per-tenant
+    /// bound. 0: no bound.
+    #[arg(
+        long,
+        env = "CONVEYOR_QUEUE_MAX_BACKLOG_TOTAL",
+        default_value_t = 1_000_000
+    )]
+    pub queue_max_backlog_total: u64,
 
     /// A request still unanswered after this gets 503 (a long-poll gets its `wait` on top).
     /// A submission cut off may still have been stored: retry it with its Idempotency-Key.

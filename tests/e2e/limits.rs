@@ -267,3 +267,64 @@ async fn under_both_limits_every_accepted_job_runs_and_nothing_else_is_stored() 
     }
     app.stop().await;
 }
+
+/// The backlog bound is per tenant and queue: one tenant's backlog holds back only its own
+/// submissions (it used to count every tenant's jobs, and told the caller the global count);
+/// the deployment-wide bound behind it refuses without a figure of anyone's.
+#[tokio::test]
+async fn one_tenants_backlog_holds_back_only_that_tenant() {
+    // No worker: what is submitted stays queued.
+    let app = TestApp::start_with(Roles::API, |c| {
+        c.queue_max_backlog = 5;
+        c.queue_max_backlog_total = 8;
+    })
+    .await;
+    let other = app
+        .key_for("globex", &[Scope::JobsWrite, Scope::JobsRead])
+        .await;
+    for i in 0..5 {
+        app.submit(json!({"type": "echo", "payload": {"i": i}}))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await; // counts are read once a second
+    let (status, p) = app.post("/v1/jobs", &json!({"type": "echo"})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{p}");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("has 5 jobs waiting for this tenant"),
+        "{p}"
+    );
+    // The other tenant is not held back by the first one's backlog...
+    for _ in 0..3 {
+        let (status, body) = app
+            .request_as(
+                &other,
+                Method::POST,
+                "/v1/jobs",
+                Some(&json!({"type": "echo"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+    // ...until the queue as a whole is at its last-line bound, which says nothing of anyone.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (status, p) = app
+        .request_as(
+            &other,
+            Method::POST,
+            "/v1/jobs",
+            Some(&json!({"type": "echo"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{p}");
+    let detail = p["detail"].as_str().unwrap();
+    assert!(detail.contains("at capacity"), "{p}");
+    assert!(
+        !detail.chars().any(|c| c.is_ascii_digit()),
+        "a figure in {detail:?}"
+    );
+    assert_eq!(app.count("SELECT count(*) FROM jobs").await, 8);
+    app.stop().await;
+}

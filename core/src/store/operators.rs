@@ -313,6 +313,17 @@ impl Store {
             .await
     }
 
+    /// A tenant's queued jobs per queue (for its backlog bound), along `jobs_queued`.
+    pub async fn queued_per_queue_of(&self, tenant_id: Uuid) -> sqlx::Result<Vec<(String, i64)>> {
+        sqlx::query_as(
+            "SELECT queue, count(*) FROM jobs WHERE tenant_id = $1 AND status = 'queued'
+             GROUP BY queue",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await
+    }
+
     /// Outbox rows waiting to be published.
     pub async fn outbox_backlog(&self) -> sqlx::Result<i64> {
         sqlx::query_scalar("SELECT count(*) FROM outbox")

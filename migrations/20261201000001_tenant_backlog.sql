@@ -1,0 +1,4 @@
+-- Queued jobs by tenant and queue: the backlog bound counts one tenant's (an index-only scan
+-- of its own entries, not of every tenant's), and queue statistics find the oldest queued job
+-- per queue without walking the tenant's finished jobs.
+CREATE INDEX jobs_queued ON jobs (tenant_id, queue, enqueued_at) WHERE status = 'queued';
