@@ -5,7 +5,7 @@ use conveyor::{
     cli::{self, ClientArgs, DlqCommand, JobsCommand, QueuesCommand},
     telemetry,
 };
-use conveyor_core::{db, Config, Scope, Store};
+use conveyor_core::{db, Config, Scope, Store, OPERATORS_TENANT};
 use conveyor_worker::Registry;
 
 /// Conveyor: asynchronous jobs and webhooks.
@@ -78,11 +78,16 @@ struct RoleArgs {
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Create an API key (and the tenant, when new). Prints the key alone on stdout.
+    /// Create an API key straight in the database (and the tenant, when new): the bootstrap,
+    /// before any key exists. Prints the key alone on stdout.
     Create {
         /// Tenant name.
-        #[arg(long)]
-        tenant: String,
+        #[arg(long, required_unless_present = "operator")]
+        tenant: Option<String>,
+        /// An operator key instead: deployment-wide actions (pausing a queue for every
+        /// tenant, reading every tenant's figures), and no tenant's data.
+        #[arg(long, conflicts_with_all = ["tenant", "scopes"])]
+        operator: bool,
         /// Scopes: jobs:write, jobs:read, webhooks:write, webhooks:read, admin (implies all).
         #[arg(long = "scope", value_delimiter = ',', default_values = ["jobs:write", "jobs:read"])]
         scopes: Vec<String>,
@@ -128,16 +133,27 @@ async fn command(command: Command) -> anyhow::Result<()> {
         }
         Command::Keys(KeysCommand::Create {
             tenant,
+            operator,
             scopes,
             rate_limit,
             config,
         }) => {
-            let scopes = scopes
-                .iter()
-                .map(|s| Scope::parse(s).ok_or_else(|| anyhow::anyhow!("unknown scope {s:?}")))
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let (tenant, scopes) = match tenant {
+                _ if operator => (None, vec![Scope::Operator]),
+                Some(name) => (Some(name), tenant_scopes(&scopes)?),
+                None => anyhow::bail!("name the key's tenant (--tenant) or ask for --operator"),
+            };
             let store = Store::new(db::connect_and_migrate(&config.database_url, 1).await?);
-            let tenant_id = store.ensure_tenant(&tenant).await?;
+            let tenant_id = match tenant {
+                Some(name) => {
+                    anyhow::ensure!(
+                        store.tenant_id(&name).await? != Some(OPERATORS_TENANT),
+                        "{name:?} is the operators' tenant: use --operator"
+                    );
+                    store.ensure_tenant(&name).await?
+                }
+                None => OPERATORS_TENANT,
+            };
             let limit = rate_limit.filter(|r| *r > 0);
             println!(
                 "{}",
@@ -150,6 +166,20 @@ async fn command(command: Command) -> anyhow::Result<()> {
         Command::Dlq(a) => client_exit(cli::dlq(&a.client, a.command).await),
         Command::Queues(a) => client_exit(cli::queues(&a.client, a.command).await),
     }
+}
+
+/// A tenant key's scopes, by name; `operator` is not one of them.
+fn tenant_scopes(names: &[String]) -> anyhow::Result<Vec<Scope>> {
+    names
+        .iter()
+        .map(|s| match Scope::parse(s) {
+            Some(Scope::Operator) => {
+                anyhow::bail!("the operator scope is for operator keys: use --operator")
+            }
+            Some(scope) => Ok(scope),
+            None => anyhow::bail!("unknown scope {s:?}"),
+        })
+        .collect()
 }
 
 /// The API client commands say what went wrong in a line or two (the API's problem), not

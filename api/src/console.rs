@@ -14,7 +14,7 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use conveyor_core::{
-    store::{Detail, JobFilter},
+    store::{Detail, JobFilter, Tenants},
     Job, JobStatus, Principal, Scope,
 };
 use maud::{html, Markup, DOCTYPE};
@@ -296,7 +296,10 @@ fn chart(per_minute: &[(i64, i64)]) -> Markup {
 
 async fn queues_page(State(state): State<AppState>, op: Operator, q: Query) -> UiResult {
     let p = op.require(Scope::JobsRead)?;
-    let stats = state.store.queue_stats(p.tenant_id, &state.queues).await?;
+    let stats = state
+        .store
+        .queue_stats(Tenants::One(p.tenant_id), &state.queues)
+        .await?;
     let series = state.store.finished_per_minute(p.tenant_id, 60).await?;
     let now = Utc::now();
     let admin = op.0.has(Scope::Admin);
@@ -311,7 +314,10 @@ async fn queues_page(State(state): State<AppState>, op: Operator, q: Query) -> U
                     .map(|(m, _, n)| ((now - *m).num_minutes(), *n)).collect();
                 tr {
                     td { (s.name) }
-                    td { @if s.paused { strong { "paused" } } @else { "no" } }
+                    td {
+                        @if s.paused_for_every_tenant { strong { "paused by an operator" } }
+                        @else if s.paused { strong { "paused" } } @else { "no" }
+                    }
                     @for k in ["queued", "running", "scheduled", "retrying", "dead"] {
                         td { (s.counts.get(k).cloned().unwrap_or(json!(0))) }
                     }
@@ -320,7 +326,7 @@ async fn queues_page(State(state): State<AppState>, op: Operator, q: Query) -> U
                     td { (chart(&per_minute)) }
                     td {
                         @if admin {
-                            @let action = if s.paused { "resume" } else { "pause" };
+                            @let action = if s.paused_for_tenant { "resume" } else { "pause" };
                             form.inline method="post" action={"/ui/queues/" (s.name) "/" (action)} {
                                 button { (action) }
                             }

@@ -10,7 +10,7 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use conveyor_core::{
-    store::{AuditEntry, DeadFilter, Detail, QueueStats, Replay},
+    store::{AuditEntry, DeadFilter, Detail, QueueStats, Replay, Tenants},
     Job, Principal, Scope,
 };
 use serde::Serialize;
@@ -496,6 +496,9 @@ async fn audit_log(
     operation_id = "listQueues",
     path = "/v1/queues",
     tag = "operators",
+    params(
+        ("tenant" = Option<Uuid>, Query, description = "Operator keys only: that tenant's figures (without it, an operator key sees every tenant's jobs together)"),
+    ),
     responses(
         (status = 200, description = "Each queue of the deployment with the tenant's jobs in it", body = crate::openapi::Listed<QueueStats>),
     ),
@@ -505,41 +508,80 @@ async fn queues(
     auth: Auth,
     QueryPairs(q): QueryPairs,
 ) -> ApiResult<Json<Value>> {
-    let p = auth.require(Scope::JobsRead)?;
-    if let Some((k, _)) = q.first() {
-        return Err(Problem::bad_query(vec![FieldError::new(
-            k.clone(),
-            "unknown query parameter",
-        )]));
+    let p = &auth.0;
+    let mut whose = whose(p);
+    if !p.is_operator() {
+        auth.require(Scope::JobsRead)?;
     }
-    let stats: Vec<QueueStats> = state.store.queue_stats(p.tenant_id, &state.queues).await?;
+    for (k, v) in &q {
+        match k.as_str() {
+            "tenant" if !p.is_operator() => {
+                return Err(Problem::forbidden(Scope::Operator.as_str()))
+            }
+            "tenant" => match Uuid::parse_str(v) {
+                Ok(id) => whose = Tenants::One(id),
+                Err(_) => {
+                    return Err(Problem::bad_query(vec![FieldError::new(
+                        "tenant",
+                        "must be a tenant id (a UUID)",
+                    )]))
+                }
+            },
+            other => {
+                return Err(Problem::bad_query(vec![FieldError::new(
+                    other,
+                    "unknown query parameter",
+                )]))
+            }
+        }
+    }
+    let stats: Vec<QueueStats> = state.store.queue_stats(whose, &state.queues).await?;
     Ok(Json(json!({ "data": stats })))
 }
 
-/// Pauses or resumes a queue (the API's routes and the console's buttons).
+/// Whose jobs a principal's queue actions cover: an operator's, every tenant's.
+pub(crate) fn whose(p: &Principal) -> Tenants {
+    if p.is_operator() {
+        Tenants::All
+    } else {
+        Tenants::One(p.tenant_id)
+    }
+}
+
+/// Pauses or resumes a queue (the API's routes and the console's buttons): a tenant's admin
+/// for its own jobs, an operator for every tenant's.
 pub(crate) async fn set_paused(
     state: &AppState,
     p: &Principal,
     name: &str,
     paused: bool,
 ) -> ApiResult<QueueStats> {
+    if !p.has(Scope::Admin) && !p.is_operator() {
+        return Err(Problem::forbidden(Scope::Admin.as_str()));
+    }
     if !state.queues.iter().any(|q| q == name) {
         return Err(Problem::not_found(format!(
             "no queue {name:?} in this deployment"
         )));
     }
+    let whose = whose(p);
     state
         .store
-        .set_queue_paused(p.tenant_id, p.key_id, name, paused)
+        .set_queue_paused(whose, p.key_id, name, paused)
         .await?;
-    let stats = state.store.queue_stats(p.tenant_id, &state.queues).await?;
+    if !paused {
+        state.relay.kick(); // the jobs it held are in the outbox again
+    }
+    let stats = state.store.queue_stats(whose, &state.queues).await?;
     stats
         .into_iter()
         .find(|q| q.name == name)
         .ok_or_else(|| Problem::not_found("no such queue"))
 }
 
-/// Workers stop taking the queue's jobs (within a second); submissions are still accepted.
+/// Holds back the queue's jobs: a tenant admin's key holds its tenant's, an operator key
+/// every tenant's. From the answer on, no new attempt of a held job starts (those running
+/// finish); submissions are still accepted and wait `queued`.
 #[utoipa::path(
     post,
     operation_id = "pauseQueue",
@@ -547,7 +589,7 @@ pub(crate) async fn set_paused(
     tag = "operators",
     params(("name" = String, Path, description = "A queue of this deployment")),
     responses(
-        (status = 200, description = "Paused: workers stop taking its jobs", body = QueueStats),
+        (status = 200, description = "Paused: no new attempt of a held job starts", body = QueueStats),
     ),
 )]
 async fn pause(
@@ -555,8 +597,7 @@ async fn pause(
     auth: Auth,
     PathName(name): PathName,
 ) -> ApiResult<Json<QueueStats>> {
-    let p = auth.require(Scope::Admin)?;
-    Ok(Json(set_paused(&state, p, &name, true).await?))
+    Ok(Json(set_paused(&state, &auth.0, &name, true).await?))
 }
 
 #[utoipa::path(
@@ -572,6 +613,5 @@ async fn resume(
     auth: Auth,
     PathName(name): PathName,
 ) -> ApiResult<Json<QueueStats>> {
-    let p = auth.require(Scope::Admin)?;
-    Ok(Json(set_paused(&state, p, &name, false).await?))
+    Ok(Json(set_paused(&state, &auth.0, &name, false).await?))
 }

@@ -21,5 +21,7 @@ pub mod urlguard;
 pub mod webhook;
 
 pub use config::Config;
-pub use model::{Job, JobStatus, JobTemplate, NewJob, Principal, Schedule, ScheduleSpec, Scope};
+pub use model::{
+    Job, JobStatus, JobTemplate, NewJob, Principal, Schedule, ScheduleSpec, Scope, OPERATORS_TENANT,
+};
 pub use store::Store;

@@ -213,16 +213,21 @@ pub enum Scope {
     JobsRead,
     WebhooksWrite,
     WebhooksRead,
+    /// Every scope of its tenant.
     Admin,
+    /// Deployment-wide actions (pausing a queue for every tenant, reading every tenant's
+    /// figures); only keys of the operators' tenant hold it, and it implies nothing else.
+    Operator,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 5] = [
+    pub const ALL: [Scope; 6] = [
         Scope::JobsWrite,
         Scope::JobsRead,
         Scope::WebhooksWrite,
         Scope::WebhooksRead,
         Scope::Admin,
+        Scope::Operator,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -232,6 +237,7 @@ impl Scope {
             Scope::WebhooksWrite => "webhooks:write",
             Scope::WebhooksRead => "webhooks:read",
             Scope::Admin => "admin",
+            Scope::Operator => "operator",
         }
     }
 
@@ -239,6 +245,10 @@ impl Scope {
         Self::ALL.into_iter().find(|sc| sc.as_str() == s)
     }
 }
+
+/// The tenant operator keys belong to: it owns no work, so an operator key reads and
+/// changes no tenant's data through the tenant routes.
+pub const OPERATORS_TENANT: Uuid = Uuid::nil();
 
 /// Who is calling: the tenant and scopes of a verified API key.
 #[derive(Debug, Clone)]
@@ -251,11 +261,16 @@ pub struct Principal {
 }
 
 impl Principal {
-    /// `admin` implies every other scope.
+    /// `admin` implies every scope of its tenant; `operator` is never implied.
     pub fn has(&self, scope: Scope) -> bool {
         self.scopes
             .iter()
-            .any(|s| *s == scope || *s == Scope::Admin)
+            .any(|s| *s == scope || (*s == Scope::Admin && scope != Scope::Operator))
+    }
+
+    /// An operator key: deployment-wide actions.
+    pub fn is_operator(&self) -> bool {
+        self.tenant_id == OPERATORS_TENANT && self.scopes.contains(&Scope::Operator)
     }
 }
 
@@ -312,7 +327,11 @@ mod tests {
             scopes: vec![Scope::Admin],
             rate_limit_per_second: None,
         };
-        assert!(Scope::ALL.iter().all(|s| p.has(*s)));
+        assert!(Scope::ALL
+            .iter()
+            .filter(|s| **s != Scope::Operator)
+            .all(|s| p.has(*s)));
+        assert!(!p.has(Scope::Operator) && !p.is_operator());
         let p = Principal {
             scopes: vec![Scope::JobsRead],
             ..p

@@ -352,6 +352,14 @@ impl TestApp {
             .unwrap()
     }
 
+    /// An operator key: deployment-wide actions, no tenant's data.
+    pub async fn operator_key(&self) -> String {
+        self.store
+            .create_key(conveyor_core::OPERATORS_TENANT, &[Scope::Operator])
+            .await
+            .unwrap()
+    }
+
     /// A key of another tenant, or with other scopes.
     pub async fn key_for(&self, tenant: &str, scopes: &[Scope]) -> String {
         let t = self.store.ensure_tenant(tenant).await.unwrap();

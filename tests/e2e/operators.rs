@@ -461,3 +461,220 @@ async fn a_bulk_replay_accounts_for_every_job_it_takes_up() {
     );
     app.stop().await;
 }
+
+/// Sums one tenant's attempts (every attempt row of its jobs).
+async fn attempts_of(app: &TestApp, tenant: Uuid) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM job_attempts a JOIN jobs j ON j.id = a.job_id WHERE j.tenant_id = $1",
+    )
+    .bind(tenant)
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap()
+}
+
+/// A tenant admin's pause holds back that tenant's jobs only (it used to pause the queue for
+/// every tenant), at once: from its answer on no attempt of a held job starts (workers used to
+/// read pauses every second). The resume runs what was held.
+#[tokio::test]
+async fn a_tenants_pause_holds_back_its_own_jobs_at_once_and_no_one_elses() {
+    let app = TestApp::start().await;
+    let globex = app.key_for("globex", &[Scope::Admin]).await;
+    let globex_id = app.store.ensure_tenant("globex").await.unwrap();
+    // A stream of short jobs keeps the workers claiming while the pause lands.
+    let mut held = Vec::new();
+    for i in 0..120 {
+        held.push(
+            app.submit(
+                json!({"type": "sleep", "payload": {"ms": 40}, "metadata": {"i": i.to_string()}}),
+            )
+            .await
+            .id,
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, q) = app
+        .request(Method::POST, "/v1/queues/default/pause", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{q}");
+    let started_at_answer = attempts_of(&app, app.tenant_id).await;
+    assert!(
+        started_at_answer > 0 && started_at_answer < 120,
+        "{started_at_answer}"
+    );
+    assert_eq!(
+        (
+            &q["paused"],
+            &q["paused_for_tenant"],
+            &q["paused_for_every_tenant"]
+        ),
+        (&json!(true), &json!(true), &json!(false))
+    );
+    // The other tenant's jobs run meanwhile, in the same queue.
+    let other: Vec<Uuid> = {
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let (status, job) = app
+                .request_as(
+                    &globex,
+                    Method::POST,
+                    "/v1/jobs",
+                    Some(&json!({"type": "echo", "payload": i})),
+                )
+                .await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+            ids.push(job["id"].as_str().unwrap().parse().unwrap());
+        }
+        ids
+    };
+    for id in &other {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let (_, job) = app
+                .request_as(&globex, Method::GET, &format!("/v1/jobs/{id}?wait=2"), None)
+                .await;
+            if job["status"] == "succeeded" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "globex's job held back: {job}");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        attempts_of(&app, app.tenant_id).await,
+        started_at_answer,
+        "an attempt of a held job started after the pause answered"
+    );
+    let (_, queues) = app
+        .request_as(&globex, Method::GET, "/v1/queues", None)
+        .await;
+    assert_eq!(queues["data"][0]["paused"], false, "{queues}");
+    // Only the tenant that paused sees it in its audit log.
+    let (_, audit) = app
+        .request_as(&globex, Method::GET, "/v1/audit-log", None)
+        .await;
+    assert_eq!(audit["data"], json!([]), "{audit}");
+    assert_eq!(attempts_of(&app, globex_id).await, 5);
+
+    let (status, _) = app
+        .request(Method::POST, "/v1/queues/default/resume", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for id in &held {
+        assert_eq!(
+            app.wait_terminal(*id, 60).await.status,
+            JobStatus::Succeeded
+        );
+    }
+    let (_, audit) = app.get("/v1/audit-log?target=default").await;
+    let entries = audit["data"].as_array().unwrap();
+    assert_eq!(entries[0]["action"], "queue.resumed");
+    assert!(
+        entries[0]["details"]["jobs_released"].as_i64().unwrap() > 0,
+        "{audit}"
+    );
+    app.stop().await;
+}
+
+/// Only an operator key pauses a queue for every tenant; a tenant's admin cannot lift it, and
+/// every tenant reads it in its audit log. An operator reads every tenant's figures, together
+/// or one tenant's, which no tenant key can.
+#[tokio::test]
+async fn an_operator_pauses_a_queue_for_every_tenant_and_reads_every_tenants_figures() {
+    let app = TestApp::start().await;
+    let operator = app.operator_key().await;
+    let globex = app.key_for("globex", &[Scope::Admin]).await;
+    let globex_id = app.store.ensure_tenant("globex").await.unwrap();
+    let (status, q) = app
+        .request_as(&operator, Method::POST, "/v1/queues/default/pause", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{q}");
+    assert_eq!(q["paused_for_every_tenant"], true);
+    let mine = app.submit(json!({"type": "echo"})).await.id;
+    let (_, theirs) = app
+        .request_as(
+            &globex,
+            Method::POST,
+            "/v1/jobs",
+            Some(&json!({"type": "echo"})),
+        )
+        .await;
+    // A tenant's admin cannot lift the operator's pause.
+    let (status, q) = app
+        .request(Method::POST, "/v1/queues/default/resume", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{q}");
+    assert_eq!(
+        (&q["paused"], &q["paused_for_every_tenant"]),
+        (&json!(true), &json!(true))
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        app.get(&format!("/v1/jobs/{mine}")).await.1["status"],
+        "queued"
+    );
+
+    // Every tenant's figures, together and one by one; none for a tenant key.
+    let (status, all) = app
+        .request_as(&operator, Method::GET, "/v1/queues", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    assert_eq!(all["data"][0]["counts"]["queued"], 2, "{all}");
+    let (_, one) = app
+        .request_as(
+            &operator,
+            Method::GET,
+            &format!("/v1/queues?tenant={globex_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(one["data"][0]["counts"]["queued"], 1, "{one}");
+    let (status, _) = app.get(&format!("/v1/queues?tenant={globex_id}")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // An operator key reads no tenant's data through the tenant routes.
+    let (status, _) = app
+        .request_as(&operator, Method::GET, &format!("/v1/jobs/{mine}"), None)
+        .await;
+    assert!(
+        status == StatusCode::FORBIDDEN || status == StatusCode::NOT_FOUND,
+        "{status}"
+    );
+    // Both tenants see the operator's pause in their audit logs.
+    for key in [&app.key, &globex] {
+        let (_, audit) = app
+            .request_as(key, Method::GET, "/v1/audit-log", None)
+            .await;
+        let e = &audit["data"][0];
+        assert_eq!(
+            (&e["action"], &e["target"]),
+            (&json!("queue.paused"), &json!("default")),
+            "{audit}"
+        );
+        assert_eq!(e["details"]["every_tenant"], true);
+    }
+
+    let (status, _) = app
+        .request_as(&operator, Method::POST, "/v1/queues/default/resume", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        app.wait_terminal(mine, 30).await.status,
+        JobStatus::Succeeded
+    );
+    let theirs = theirs["id"].as_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app
+        .request_as(
+            &globex,
+            Method::GET,
+            &format!("/v1/jobs/{theirs}?wait=2"),
+            None,
+        )
+        .await
+        .1["status"]
+        != "succeeded"
+    {
+        assert!(Instant::now() < deadline, "globex's job never ran");
+    }
+    app.stop().await;
+}

@@ -221,15 +221,16 @@ fn delivery_trace(delivery: &Delivery) -> Option<String> {
     }
 }
 
-/// The set of paused queues, read every `PAUSE_POLL`. While PostgreSQL cannot be read the
-/// last known set stands.
+/// The queues paused for every tenant (not consumed while paused), read every `PAUSE_POLL`.
+/// While PostgreSQL cannot be read the last known set stands. (Pauses of one tenant, and the
+/// moments before this sees a new one, are enforced where jobs are claimed.)
 async fn watch_paused(
     store: Store,
     shutdown: CancellationToken,
 ) -> watch::Receiver<BTreeSet<String>> {
     let read = |store: Store| async move {
         store
-            .paused_queues()
+            .queues_paused_for_every_tenant()
             .await
             .map(|q| q.into_iter().collect::<BTreeSet<String>>())
     };

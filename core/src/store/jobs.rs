@@ -328,7 +328,7 @@ impl Store {
         let sql = format!(
             "WITH c AS (
                UPDATE jobs SET status = 'cancelled', finished_at = now(),
-                 lease_token = NULL, lease_expires_at = NULL
+                 lease_token = NULL, lease_expires_at = NULL, held_at = NULL
                WHERE tenant_id = $1 AND id = $2
                  AND status NOT IN ('succeeded', 'dead', 'cancelled')
                RETURNING *),
@@ -362,6 +362,10 @@ impl Store {
     /// Claims queued jobs for a worker: `queued → running`, with a lease, one attempt row each.
     /// Jobs that are not `queued` (running elsewhere, finished, cancelled) are left alone and
     /// missing from the answer; a job already running under the same token is answered again.
+    /// A queued job whose queue is paused for its tenant (or for every tenant) is not claimed
+    /// either: it is marked held, its message may be dropped, and the resume publishes it
+    /// again. The pauses are read under `PAUSE_LOCK` (shared), so a pause that has answered
+    /// holds every later claim.
     pub async fn claim_jobs(
         &self,
         claims: &[Claim],
@@ -370,8 +374,13 @@ impl Store {
     ) -> sqlx::Result<Vec<ClaimedJob>> {
         let ids: Vec<Uuid> = claims.iter().map(|c| c.job_id).collect();
         let tokens: Vec<Uuid> = claims.iter().map(|c| c.token).collect();
+        let paused = "EXISTS (SELECT 1 FROM queue_pauses p WHERE p.queue = j.queue
+                                AND (p.tenant_id IS NULL OR p.tenant_id = j.tenant_id))";
         let sql = format!(
             "WITH c AS (SELECT * FROM unnest($1::uuid[], $2::uuid[]) AS c(id, token)),
+             held AS (
+               UPDATE jobs j SET held_at = now()
+               FROM c WHERE j.id = c.id AND j.status = 'queued' AND j.held_at IS NULL AND {paused}),
              claimed AS (
                UPDATE jobs j SET status = 'running', worker_id = $3, lease_token = c.token,
                  lease_expires_at = now() + $4 * interval '1 millisecond',
@@ -380,7 +389,8 @@ impl Store {
                FROM c WHERE j.id = c.id
                  -- The second case makes a retried claim idempotent: its first try committed
                  -- but the answer was lost.
-                 AND (j.status = 'queued' OR (j.status = 'running' AND j.lease_token = c.token))
+                 AND ((j.status = 'queued' AND NOT {paused})
+                      OR (j.status = 'running' AND j.lease_token = c.token))
                RETURNING j.*),
              a AS (
                INSERT INTO job_attempts (job_id, attempt, outcome, worker)
@@ -398,13 +408,19 @@ impl Store {
             tenant_id: Uuid,
             saga: Option<Value>,
         }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+            .bind(super::operators::PAUSE_LOCK)
+            .execute(&mut *tx)
+            .await?;
         let rows: Vec<Row> = sqlx::query_as(&sql)
             .bind(&ids)
             .bind(&tokens)
             .bind(worker_id)
             .bind(millis(lease))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(rows
             .into_iter()
             .map(|r| ClaimedJob {
@@ -512,7 +528,7 @@ impl Store {
     pub async fn republish_stale(&self, stale_after: Duration, limit: i64) -> sqlx::Result<u64> {
         let done = sqlx::query(
             "WITH stale AS (
-               SELECT id FROM jobs WHERE status = 'queued'
+               SELECT id FROM jobs WHERE status = 'queued' AND held_at IS NULL
                  AND enqueued_at < now() - $1 * interval '1 millisecond'
                ORDER BY enqueued_at LIMIT $2 FOR UPDATE SKIP LOCKED),
              t AS (

@@ -3,7 +3,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::Store;
-use crate::model::{Principal, Scope};
+use crate::model::{Principal, Scope, OPERATORS_TENANT};
 
 const KEY_PREFIX: &str = "cvy_";
 
@@ -30,6 +30,14 @@ impl Store {
         .bind(name)
         .fetch_one(&self.pool)
         .await
+    }
+
+    /// The id of the tenant of that name, if there is one.
+    pub async fn tenant_id(&self, name: &str) -> sqlx::Result<Option<Uuid>> {
+        sqlx::query_scalar("SELECT id FROM tenants WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
     }
 
     /// Creates a key and returns it: the only time it exists in clear.
@@ -73,7 +81,12 @@ impl Store {
         Ok(row.map(|(key_id, tenant_id, scopes, rate)| Principal {
             tenant_id,
             key_id,
-            scopes: scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
+            scopes: scopes
+                .iter()
+                .filter_map(|s| Scope::parse(s))
+                // Only the operators' tenant holds the operator scope, whatever a row says.
+                .filter(|s| *s != Scope::Operator || tenant_id == OPERATORS_TENANT)
+                .collect(),
             rate_limit_per_second: rate.and_then(|r| u32::try_from(r).ok()),
         }))
     }

@@ -16,7 +16,7 @@ pub use jobs::{
     CancelOutcome, Claim, ClaimedJob, Detail, Finish, InsertOutcome, JobFilter, JobPage,
 };
 pub use keys::{generate_key, hash_key};
-pub use operators::{AuditEntry, DeadFilter, QueueStats, Replay};
+pub use operators::{AuditEntry, DeadFilter, QueueStats, Replay, Tenants};
 pub use retention::Purged;
 pub use sagas::{NewSaga, NewSagaStep, SagaOutcome};
 pub use schedules::{FirePass, NameTaken};

@@ -39,11 +39,38 @@ pub struct AuditEntry {
     pub created_at: DateTime<Utc>,
 }
 
-/// One queue as an operator sees it: the tenant's jobs in it, and whether it is paused.
+/// Whose jobs an operation covers: one tenant's, or (with an operator key) every tenant's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tenants {
+    One(Uuid),
+    All,
+}
+
+impl Tenants {
+    /// The tenant, or `None` for every tenant (as stored: a pause for everyone has none).
+    pub fn tenant_id(self) -> Option<Uuid> {
+        match self {
+            Tenants::One(id) => Some(id),
+            Tenants::All => None,
+        }
+    }
+}
+
+/// Claims hold this advisory lock shared for their transaction, pauses exclusively: see
+/// `set_queue_paused`.
+pub(super) const PAUSE_LOCK: i64 = 0x636f_6e76_7061_7573; // "convpaus"
+
+/// One queue as an operator sees it: the tenant's jobs in it (every tenant's, for an
+/// operator key), and whether it is paused.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct QueueStats {
     pub name: String,
+    /// The jobs counted here are held back: no new attempt starts.
     pub paused: bool,
+    /// Paused by the tenant's own admin (for its jobs only).
+    pub paused_for_tenant: bool,
+    /// Paused by an operator, for every tenant.
+    pub paused_for_every_tenant: bool,
     /// Jobs waiting or in flight, and dead, by status.
     #[schema(value_type = std::collections::HashMap<String, i64>)]
     pub counts: serde_json::Map<String, Value>,
@@ -125,7 +152,7 @@ impl Store {
                WHERE j.tenant_id = $1 AND j.status IN ('dead', 'cancelled') AND j.saga_id IS NULL
                FOR UPDATE OF j),
              replayed AS (
-               UPDATE jobs j SET status = 'queued', enqueued_at = now(), run_at = now(),
+               UPDATE jobs j SET status = 'queued', enqueued_at = now(), run_at = now(), held_at = NULL,
                  result = NULL, error = NULL, started_at = NULL, finished_at = NULL,
                  payload = COALESCE(p.payload, j.payload),
                  attempt_budget = COALESCE(j.attempt_budget, j.max_attempts),
@@ -156,7 +183,8 @@ impl Store {
         Ok(rows.into_iter().map(Job::from).collect())
     }
 
-    /// The tenant's audit log, newest first, optionally of one target (a job id, a queue).
+    /// The tenant's audit log with the deployment-wide entries (an operator's pause), newest
+    /// first, optionally of one target (a job id, a queue).
     pub async fn audit_log(
         &self,
         tenant_id: Uuid,
@@ -165,9 +193,16 @@ impl Store {
         limit: i64,
     ) -> sqlx::Result<Vec<AuditEntry>> {
         sqlx::query_as(
-            "SELECT id, key_id, action, target, details, created_at FROM audit_log
-             WHERE tenant_id = $1 AND ($2::text IS NULL OR target = $2)
-               AND ($3::uuid IS NULL OR id < $3)
+            "SELECT * FROM (
+               (SELECT id, key_id, action, target, details, created_at FROM audit_log
+                WHERE tenant_id = $1 AND ($2::text IS NULL OR target = $2)
+                  AND ($3::uuid IS NULL OR id < $3)
+                ORDER BY id DESC LIMIT $4)
+               UNION ALL
+               (SELECT id, key_id, action, target, details, created_at FROM audit_log
+                WHERE tenant_id IS NULL AND ($2::text IS NULL OR target = $2)
+                  AND ($3::uuid IS NULL OR id < $3)
+                ORDER BY id DESC LIMIT $4)) a
              ORDER BY id DESC LIMIT $4",
         )
         .bind(tenant_id)
@@ -178,43 +213,54 @@ impl Store {
         .await
     }
 
-    /// The tenant's view of `queues`. Every count walks a partial index of live (or dead, or
-    /// recently finished) jobs, so the cost does not grow with the jobs kept for retention.
+    /// `queues` as one tenant sees them, or (for an operator) as every tenant's jobs make
+    /// them. Every count walks a partial index of live (or dead, or recently finished) jobs,
+    /// so the cost does not grow with the jobs kept for retention.
     pub async fn queue_stats(
         &self,
-        tenant_id: Uuid,
+        whose: Tenants,
         queues: &[String],
     ) -> sqlx::Result<Vec<QueueStats>> {
-        let rows: Vec<(String, String, bool, i64, Option<f64>)> = sqlx::query_as(
+        let tenant = match whose {
+            Tenants::One(_) => "tenant_id = $1",
+            Tenants::All => "$1::uuid IS NULL",
+        };
+        let sql = format!(
             "SELECT queue, status, false, count(*),
                     extract(epoch FROM now() - min(enqueued_at))::float8
-             FROM jobs WHERE tenant_id = $1 AND status = 'queued' GROUP BY queue, status
+             FROM jobs WHERE {tenant} AND status = 'queued' GROUP BY queue, status
              UNION ALL
              SELECT queue, status, false, count(*), NULL FROM jobs
-             WHERE tenant_id = $1 AND status IN ('scheduled', 'retrying')
+             WHERE {tenant} AND status IN ('scheduled', 'retrying')
              GROUP BY queue, status
              UNION ALL
              SELECT queue, status, false, count(*), NULL FROM jobs
-             WHERE tenant_id = $1 AND status = 'running'
+             WHERE {tenant} AND status = 'running'
              GROUP BY queue, status
              UNION ALL
              SELECT queue, status, false, count(*), NULL FROM jobs
-             WHERE tenant_id = $1 AND status = 'dead' GROUP BY queue, status
+             WHERE {tenant} AND status = 'dead' GROUP BY queue, status
              UNION ALL
              SELECT queue, status, true, count(*), NULL FROM jobs
-             WHERE tenant_id = $1 AND finished_at > now() - interval '1 minute'
-             GROUP BY queue, status",
-        )
-        .bind(tenant_id)
-        .fetch_all(&self.pool)
-        .await?;
-        let paused = self.paused_queues().await?;
+             WHERE {tenant} AND finished_at > now() - interval '1 minute'
+             GROUP BY queue, status"
+        );
+        let rows: Vec<(String, String, bool, i64, Option<f64>)> = sqlx::query_as(&sql)
+            .bind(whose.tenant_id())
+            .fetch_all(&self.pool)
+            .await?;
+        let pauses = self.pauses().await?;
         Ok(queues
             .iter()
             .map(|name| {
+                let of_queue = || pauses.iter().filter(|p| &p.0 == name);
+                let for_everyone = of_queue().any(|p| p.1.is_none());
+                let for_tenant = of_queue().any(|p| p.1.is_some() && p.1 == whose.tenant_id());
                 let mut q = QueueStats {
                     name: name.clone(),
-                    paused: paused.contains(name),
+                    paused: for_everyone || for_tenant,
+                    paused_for_tenant: for_tenant,
+                    paused_for_every_tenant: for_everyone,
                     counts: ["scheduled", "queued", "running", "retrying", "dead"]
                         .iter()
                         .map(|s| (s.to_string(), Value::from(0)))
@@ -259,37 +305,67 @@ impl Store {
         .await
     }
 
-    /// Pauses (or resumes) a queue for every worker; audited. Returns whether it changed.
+    /// Pauses (or resumes) a queue for one tenant's jobs or every tenant's; audited (an
+    /// operator's pause once, for every tenant to read). Once this has returned, no claim
+    /// starts a held job: claims hold `PAUSE_LOCK` shared and check the pauses under it, and
+    /// this takes it exclusively, so it waits for the claims in flight and the next ones see
+    /// it. A resume publishes again the jobs whose messages workers dropped while it held
+    /// them (see `claim_jobs`), unless another pause still holds them. Returns whether it
+    /// changed anything.
     pub async fn set_queue_paused(
         &self,
-        tenant_id: Uuid,
+        whose: Tenants,
         key_id: Uuid,
         queue: &str,
         paused: bool,
     ) -> sqlx::Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let changed = if paused {
-            sqlx::query(
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(PAUSE_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        let tenant_id = whose.tenant_id();
+        let (changed, released) = if paused {
+            let inserted = sqlx::query(
                 "INSERT INTO queue_pauses (queue, tenant_id, key_id) VALUES ($1, $2, $3)
-                 ON CONFLICT (queue) DO NOTHING",
+                 ON CONFLICT (queue, COALESCE(tenant_id, '00000000-0000-0000-0000-000000000000'))
+                 DO NOTHING",
             )
             .bind(queue)
             .bind(tenant_id)
             .bind(key_id)
             .execute(&mut *tx)
-            .await?
+            .await?;
+            (inserted.rows_affected() == 1, 0)
         } else {
-            sqlx::query("DELETE FROM queue_pauses WHERE queue = $1")
-                .bind(queue)
-                .execute(&mut *tx)
-                .await?
-        }
-        .rows_affected()
-            == 1;
+            let deleted = sqlx::query(
+                "DELETE FROM queue_pauses WHERE queue = $1 AND tenant_id IS NOT DISTINCT FROM $2",
+            )
+            .bind(queue)
+            .bind(tenant_id)
+            .execute(&mut *tx)
+            .await?;
+            let released: i64 = sqlx::query_scalar(
+                "WITH r AS (
+                   UPDATE jobs j SET held_at = NULL, enqueued_at = now()
+                   WHERE j.status = 'queued' AND j.held_at IS NOT NULL AND j.queue = $1
+                     AND ($2::uuid IS NULL OR j.tenant_id = $2)
+                     AND NOT EXISTS (SELECT 1 FROM queue_pauses p WHERE p.queue = j.queue
+                                       AND (p.tenant_id IS NULL OR p.tenant_id = j.tenant_id))
+                   RETURNING j.id, j.queue),
+                 o AS (INSERT INTO outbox (kind, routing_key, job_id) SELECT 'job', queue, id FROM r)
+                 SELECT count(*) FROM r",
+            )
+            .bind(queue)
+            .bind(tenant_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            (deleted.rows_affected() == 1, released)
+        };
         if changed {
             sqlx::query(
-                "INSERT INTO audit_log (id, tenant_id, key_id, action, target)
-                 VALUES (conveyor_uuid_v7(), $1, $2, $3, $4)",
+                "INSERT INTO audit_log (id, tenant_id, key_id, action, target, details)
+                 VALUES (conveyor_uuid_v7(), $1, $2, $3, $4, $5)",
             )
             .bind(tenant_id)
             .bind(key_id)
@@ -299,6 +375,10 @@ impl Store {
                 "queue.resumed"
             })
             .bind(queue)
+            .bind(serde_json::json!({
+                "every_tenant": tenant_id.is_none(),
+                "jobs_released": released,
+            }))
             .execute(&mut *tx)
             .await?;
         }
@@ -331,8 +411,16 @@ impl Store {
             .await
     }
 
-    pub async fn paused_queues(&self) -> sqlx::Result<Vec<String>> {
-        sqlx::query_scalar("SELECT queue FROM queue_pauses ORDER BY queue")
+    /// Queues paused for every tenant: workers stop consuming them.
+    pub async fn queues_paused_for_every_tenant(&self) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar("SELECT queue FROM queue_pauses WHERE tenant_id IS NULL ORDER BY queue")
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Every pause: its queue and whose jobs it holds (`None`: every tenant's).
+    async fn pauses(&self) -> sqlx::Result<Vec<(String, Option<Uuid>)>> {
+        sqlx::query_as("SELECT queue, tenant_id FROM queue_pauses")
             .fetch_all(&self.pool)
             .await
     }
