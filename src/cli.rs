@@ -611,3 +611,92 @@ pub async fn queues(args: &ClientArgs, cmd: Option<QueuesCommand>) -> anyhow::Re
     });
     Ok(())
 }
+
+/// A key to make over the API (`conveyor keys create --name …`).
+pub struct KeyRequest {
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub expires_in: Option<std::time::Duration>,
+    pub rate_limit: Option<u32>,
+}
+
+/// Makes a key with the caller's key; prints the new key alone (or the API's JSON).
+pub async fn create_key(args: &ClientArgs, req: KeyRequest) -> anyhow::Result<()> {
+    let api = Api::new(args)?;
+    let mut body = json!({"name": req.name, "scopes": req.scopes});
+    if let Some(d) = req.expires_in {
+        let at = chrono::Utc::now() + chrono::Duration::from_std(d).context("--expires-in")?;
+        body["expires_at"] = json!(at.to_rfc3339());
+    }
+    if let Some(r) = req.rate_limit {
+        body["rate_limit_per_second"] = json!(r);
+    }
+    let made = api.call(Method::POST, "/v1/keys", Some(&body)).await?;
+    emit(args.json, &made, |k| {
+        println!("{}", k["key"].as_str().unwrap_or_default())
+    });
+    Ok(())
+}
+
+/// The tenant's keys, newest first (never a key itself).
+pub async fn list_keys(args: &ClientArgs) -> anyhow::Result<()> {
+    let api = Api::new(args)?;
+    let mut all = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut q = vec![("limit", "200".to_owned())];
+        q.extend(cursor.take().map(|c| ("cursor", c)));
+        let page = api.get("/v1/keys", &q).await?;
+        all.extend(page["data"].as_array().cloned().unwrap_or_default());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    emit(args.json, &json!({"data": all}), |v| {
+        let mut t = table(&[
+            "id",
+            "name",
+            "prefix",
+            "scopes",
+            "last used",
+            "expires",
+            "revoked",
+        ]);
+        for k in v["data"].as_array().into_iter().flatten() {
+            let scopes: Vec<&str> = k["scopes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            t.add_row(vec![
+                short(&k["id"], 36),
+                short(&k["name"], 30),
+                short(&k["prefix"], 12),
+                scopes.join(","),
+                short(&k["last_used_at"], 20),
+                short(&k["expires_at"], 20),
+                short(&k["revoked_at"], 20),
+            ]);
+        }
+        println!("{t}");
+    });
+    Ok(())
+}
+
+/// Revokes one of the tenant's keys: from the answer on, no API process accepts it.
+pub async fn revoke_key(args: &ClientArgs, id: Uuid) -> anyhow::Result<()> {
+    let api = Api::new(args)?;
+    let revoked = api
+        .call(Method::DELETE, &format!("/v1/keys/{id}"), None)
+        .await?;
+    emit(args.json, &revoked, |k| {
+        println!(
+            "revoked {} ({})",
+            k["prefix"].as_str().unwrap_or("?"),
+            short(&k["name"], 60)
+        )
+    });
+    Ok(())
+}

@@ -33,9 +33,8 @@ enum Command {
     Dispatcher(RoleArgs),
     /// Create the database if needed and apply migrations.
     Migrate(RoleArgs),
-    /// API keys.
-    #[command(subcommand)]
-    Keys(KeysCommand),
+    /// API keys: create, list, revoke.
+    Keys(KeysArgs),
     /// Measure a running Conveyor: submit jobs over HTTP, report rates and latencies.
     Bench(bench::BenchArgs),
     /// Jobs, over the API (CONVEYOR_URL, CONVEYOR_API_KEY): submit, get, list, cancel.
@@ -71,6 +70,14 @@ struct QueuesArgs {
 }
 
 #[derive(Args)]
+struct KeysArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    command: KeysCommand,
+}
+
+#[derive(Args)]
 struct RoleArgs {
     #[command(flatten)]
     config: Config,
@@ -78,16 +85,20 @@ struct RoleArgs {
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Create an API key straight in the database (and the tenant, when new): the bootstrap,
-    /// before any key exists. Prints the key alone on stdout.
+    /// Create an API key. With --tenant or --operator, straight in the database: the
+    /// bootstrap, before any key exists. With --name, over the API with the caller's admin
+    /// key (CONVEYOR_API_KEY), for its own tenant. Prints the key alone on stdout.
     Create {
-        /// Tenant name.
-        #[arg(long, required_unless_present = "operator")]
+        /// Tenant name (bootstrap: creates the tenant when new).
+        #[arg(long, required_unless_present_any = ["operator", "name"], conflicts_with = "name")]
         tenant: Option<String>,
-        /// An operator key instead: deployment-wide actions (pausing a queue for every
+        /// An operator key (bootstrap): deployment-wide actions (pausing a queue for every
         /// tenant, reading every tenant's figures), and no tenant's data.
-        #[arg(long, conflicts_with_all = ["tenant", "scopes"])]
+        #[arg(long, conflicts_with_all = ["tenant", "scopes", "name"])]
         operator: bool,
+        /// The key's name, to tell keys apart: makes it over the API.
+        #[arg(long)]
+        name: Option<String>,
         /// Scopes: jobs:write, jobs:read, webhooks:write, webhooks:read, admin (implies all).
         #[arg(long = "scope", value_delimiter = ',', default_values = ["jobs:write", "jobs:read"])]
         scopes: Vec<String>,
@@ -95,8 +106,18 @@ enum KeysCommand {
         /// CONVEYOR_KEY_RATE_LIMIT.
         #[arg(long)]
         rate_limit: Option<u32>,
+        /// Over the API: the key stops working after this long (`30d`, `12h`).
+        #[arg(long, value_parser = humantime::parse_duration, requires = "name")]
+        expires_in: Option<std::time::Duration>,
         #[command(flatten)]
         config: Config,
+    },
+    /// The tenant's keys, over the API (never a key itself).
+    List,
+    /// Revoke a key, over the API: no API process accepts it from the answer on.
+    Revoke {
+        /// The key's id (from `keys list`).
+        id: uuid::Uuid,
     },
 }
 
@@ -131,12 +152,38 @@ async fn command(command: Command) -> anyhow::Result<()> {
             tracing::info!("database is migrated");
             Ok(())
         }
-        Command::Keys(KeysCommand::Create {
-            tenant,
-            operator,
-            scopes,
-            rate_limit,
-            config,
+        Command::Keys(KeysArgs {
+            client,
+            command:
+                KeysCommand::Create {
+                    tenant,
+                    operator,
+                    name: Some(name),
+                    scopes,
+                    rate_limit,
+                    expires_in,
+                    config: _,
+                },
+        }) if tenant.is_none() && !operator => {
+            let req = cli::KeyRequest {
+                name,
+                scopes,
+                expires_in,
+                rate_limit,
+            };
+            client_exit(cli::create_key(&client, req).await)
+        }
+        Command::Keys(KeysArgs {
+            command:
+                KeysCommand::Create {
+                    tenant,
+                    operator,
+                    scopes,
+                    rate_limit,
+                    config,
+                    ..
+                },
+            ..
         }) => {
             let (tenant, scopes) = match tenant {
                 _ if operator => (None, vec![Scope::Operator]),
@@ -161,6 +208,14 @@ async fn command(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Keys(KeysArgs {
+            client,
+            command: KeysCommand::List,
+        }) => client_exit(cli::list_keys(&client).await),
+        Command::Keys(KeysArgs {
+            client,
+            command: KeysCommand::Revoke { id },
+        }) => client_exit(cli::revoke_key(&client, id).await),
         Command::Bench(args) => bench::run(args).await,
         Command::Jobs(a) => client_exit(cli::jobs(&a.client, a.command).await),
         Command::Dlq(a) => client_exit(cli::dlq(&a.client, a.command).await),

@@ -80,6 +80,26 @@ impl FromRequest<AppState> for JsonBody {
     }
 }
 
+/// A JSON body parsed into a request type: besides `JsonBody`'s answers, a body of the wrong
+/// shape is a 422 naming the field (its path, `scopes[1]`) and what was expected there. The
+/// type's own rules are checked by its handler, which can name every bad field at once.
+pub struct Typed<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned> FromRequest<AppState> for Typed<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request<Body>, state: &AppState) -> Result<Self, Problem> {
+        let JsonBody(value) = JsonBody::from_request(req, state).await?;
+        serde_path_to_error::deserialize(value)
+            .map(Typed)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let field = if path == "." { "body".to_owned() } else { path };
+                Problem::validation(vec![FieldError::new(field, e.into_inner().to_string())])
+            })
+    }
+}
+
 /// A JSON body that may be left out: no body at all is `None`; one that is there is read
 /// as `JsonBody` reads it.
 pub struct OptionalJsonBody(pub Option<Value>);

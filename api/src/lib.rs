@@ -5,7 +5,9 @@ mod auth;
 mod console;
 mod extract;
 mod jobs;
+mod keys;
 mod limits;
+mod listener;
 mod openapi;
 mod operators;
 mod paging;
@@ -147,6 +149,7 @@ pub fn router(state: AppState) -> Router {
         .merge(schedules::router())
         .merge(sagas::router())
         .merge(operators::router())
+        .merge(keys::router())
         .merge(console::router())
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
@@ -183,10 +186,12 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let waiters = state.waiters.clone();
-    let pool = state.store.pool().clone();
-    let listen_stop = shutdown.clone();
-    let listener_task = tokio::spawn(async move { waiters.listen(pool, listen_stop).await });
+    let listener_task = tokio::spawn(listener::run(
+        state.store.clone(),
+        state.waiters.clone(),
+        state.keys.clone(),
+        shutdown.clone(),
+    ));
     let usage = state.usage.clone();
     let usage_store = state.store.clone();
     let usage_stop = shutdown.clone();

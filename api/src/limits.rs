@@ -34,6 +34,11 @@ impl RateLimits {
         }
     }
 
+    /// The rate of a key without one of its own (0: none).
+    pub fn default_rate(&self) -> u32 {
+        self.default
+    }
+
     /// Takes one token of the key's bucket, or says when to come back.
     pub fn check(&self, p: &Principal) -> Result<(), Problem> {
         let rate = p.rate_limit_per_second.unwrap_or(self.default);

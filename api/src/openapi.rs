@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use conveyor_core::{
     model::Attempt,
-    store::{AuditEntry, QueueStats},
+    store::{AuditEntry, KeyInfo, QueueStats},
     webhook::{Delivery, DeliveryAttempt, Endpoint},
     Job, JobStatus, JobTemplate, Schedule,
 };
@@ -81,14 +81,18 @@ use crate::problem::FieldError;
         crate::webhooks::callback_secret,
         crate::webhooks::rotate_callback_secret,
         crate::usage::usage,
+        crate::keys::create,
+        crate::keys::list,
+        crate::keys::revoke,
     ),
     components(schemas(
         Problem, FieldError, Job, JobStatus, Attempt, JobTemplate, Schedule, Endpoint, Delivery,
-        DeliveryAttempt, AuditEntry, QueueStats,
+        DeliveryAttempt, AuditEntry, QueueStats, KeyInfo,
     )),
     modifiers(&SharedAnswers),
     tags(
         (name = "jobs", description = "Submit jobs and follow them"),
+        (name = "keys", description = "A tenant's API keys: create, list, revoke"),
         (name = "operators", description = "Dead letters, replay, queues and the audit log"),
         (name = "sagas", description = "Multi-step work with compensation"),
         (name = "schedules", description = "Cron schedules"),

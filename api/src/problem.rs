@@ -106,6 +106,15 @@ impl Problem {
             format!("this key lacks the {scope} scope"),
         )
     }
+    /// A key asked to grant a scope it does not hold itself.
+    pub fn forbidden_to_grant(scope: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Forbidden",
+            format!("this key lacks the {scope} scope, so it cannot grant it"),
+        )
+    }
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
     }

@@ -36,6 +36,7 @@ pub fn route_class(route: &str) -> &'static str {
         "endpoints" | "events" | "deliveries" | "callback-secret" => "webhooks",
         "dead-letters" | "audit-log" | "queues" => "operators",
         "usage" => "usage",
+        "keys" => "keys",
         _ => "other",
     }
 }
@@ -59,6 +60,14 @@ impl UsageCounter {
     /// Adds what was counted to the store; on failure keeps it for the next flush.
     pub async fn flush(&self, store: &Store) -> Result<(), sqlx::Error> {
         let taken: Vec<(UsageKey, u64)> = self.counts.lock().unwrap().drain().collect();
+        // The keys used since the last flush were used by now: `last_used_at`, without a
+        // write per request.
+        let mut used: Vec<Uuid> = taken.iter().map(|(k, _)| k.key_id).collect();
+        used.sort_unstable();
+        used.dedup();
+        if let Err(e) = store.touch_keys(&used).await {
+            tracing::warn!(error = %e, "could not note when keys were last used");
+        }
         if let Err(e) = store.add_usage(&taken).await {
             let mut counts = self.counts.lock().unwrap();
             for (k, n) in taken {

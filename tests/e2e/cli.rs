@@ -177,3 +177,70 @@ async fn the_command_line_submits_lists_replays_and_pauses_over_the_api() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
     app.stop().await;
 }
+
+/// Keys from the command line, over the API: made (printed alone), listed, revoked.
+#[tokio::test]
+async fn the_command_line_makes_lists_and_revokes_keys_over_the_api() {
+    let app = TestApp::start_with(conveyor::app::Roles::API, |_| {}).await;
+    let key = ok(
+        &app,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "nightly export",
+            "--scope",
+            "jobs:read",
+            "--expires-in",
+            "7d",
+        ],
+    )
+    .await;
+    let key = key.trim();
+    assert!(conveyor_core::store::looks_like_key(key), "printed {key:?}");
+    let listed = json(&app, &["keys", "list"]).await;
+    let made = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "nightly export")
+        .unwrap_or_else(|| panic!("{listed}"))
+        .clone();
+    assert_eq!(made["scopes"], serde_json::json!(["jobs:read"]));
+    assert!(!made["expires_at"].is_null());
+    assert!(
+        !listed.to_string().contains(&key[4..]),
+        "a key itself is listed"
+    );
+    let table = ok(&app, &["keys", "list"]).await;
+    assert!(table.contains("nightly export"), "{table}");
+
+    let id = made["id"].as_str().unwrap();
+    let revoked = json(&app, &["keys", "revoke", id]).await;
+    assert!(!revoked["revoked_at"].is_null(), "{revoked}");
+    let resp = app
+        .client
+        .get(format!("{}/v1/jobs", app.url))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::UNAUTHORIZED);
+    // Revoking its own key is refused, and the command says why.
+    let own = json(&app, &["keys", "list"]).await["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = conveyor(&app, &["keys", "revoke", &own]).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("409"),
+        "{out:?}"
+    );
+    app.stop().await;
+}

@@ -1,4 +1,6 @@
+use chrono::{DateTime, Utc};
 use rand::RngCore;
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -17,6 +19,62 @@ pub fn generate_key() -> String {
 /// Keys carry 256 bits of entropy, so one SHA-256 is enough: nothing to brute-force.
 pub fn hash_key(key: &str) -> Vec<u8> {
     Sha256::digest(key.as_bytes()).to_vec()
+}
+
+/// The channel on which key changes are announced to every API process: `created:<prefix>`
+/// when a key is made, `revoked` when one is revoked.
+pub const KEYS_CHANNEL: &str = "conveyor_keys";
+
+/// A key to make.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Requests per second per API process, instead of the deployment's default.
+    pub rate_limit_per_second: Option<u32>,
+    /// The key that made it (`None`: the command line's bootstrap).
+    pub created_by: Option<Uuid>,
+}
+
+/// A key as its tenant's admins see it: never the key itself (only its first characters).
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct KeyInfo {
+    pub id: Uuid,
+    pub name: String,
+    /// The key's first characters (`cvy_` and 8 hex digits), to tell keys apart.
+    pub prefix: String,
+    pub scopes: Vec<String>,
+    pub rate_limit_per_second: Option<i32>,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+const KEY_INFO_COLUMNS: &str =
+    "id, name, prefix, scopes, rate_limit_per_second, created_at, last_used_at, expires_at, revoked_at";
+
+/// A key that verified: its principal, and until when it stands.
+#[derive(Debug, Clone)]
+pub struct VerifiedKey {
+    pub principal: Principal,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// The prefix a key is shown and filtered by: `cvy_` and its first 8 hex digits.
+pub fn key_prefix(key: &str) -> &str {
+    &key[..KEY_PREFIX.len() + 8]
+}
+
+/// Whether text has the form of a key (`cvy_` and 64 lowercase hex digits): anything else is
+/// refused without a lookup.
+pub fn looks_like_key(key: &str) -> bool {
+    key.len() == KEY_PREFIX.len() + 64
+        && key.starts_with(KEY_PREFIX)
+        && key[KEY_PREFIX.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl Store {
@@ -52,44 +110,171 @@ impl Store {
         scopes: &[Scope],
         rate_limit_per_second: Option<u32>,
     ) -> sqlx::Result<String> {
+        let new = NewKey {
+            name: String::new(),
+            scopes: scopes.to_vec(),
+            expires_at: None,
+            rate_limit_per_second,
+            created_by: None,
+        };
+        Ok(self.make_key(tenant_id, &new).await?.1)
+    }
+
+    /// Makes a key (audited when another key made it) and announces its prefix to every API
+    /// process; returns it with the key in clear, the only time it exists so.
+    pub async fn make_key(&self, tenant_id: Uuid, new: &NewKey) -> sqlx::Result<(KeyInfo, String)> {
         let key = generate_key();
-        let scopes: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
-        sqlx::query(
-            "INSERT INTO api_keys (id, tenant_id, key_hash, prefix, scopes, rate_limit_per_second)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
+        let scopes: Vec<&str> = new.scopes.iter().map(|s| s.as_str()).collect();
+        let mut tx = self.pool.begin().await?;
+        let info: KeyInfo = sqlx::query_as(&format!(
+            "INSERT INTO api_keys (id, tenant_id, key_hash, prefix, scopes, rate_limit_per_second,
+                                   name, expires_at, created_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {KEY_INFO_COLUMNS}"
+        ))
         .bind(Uuid::now_v7())
         .bind(tenant_id)
         .bind(hash_key(&key))
-        .bind(&key[..KEY_PREFIX.len() + 8])
+        .bind(key_prefix(&key))
         .bind(&scopes)
-        .bind(rate_limit_per_second.map(|r| i32::try_from(r).unwrap_or(i32::MAX)))
-        .execute(&self.pool)
+        .bind(
+            new.rate_limit_per_second
+                .map(|r| i32::try_from(r).unwrap_or(i32::MAX)),
+        )
+        .bind(&new.name)
+        .bind(new.expires_at)
+        .bind(new.created_by)
+        .fetch_one(&mut *tx)
         .await?;
-        Ok(key)
+        if let Some(by) = new.created_by {
+            audit_key(&mut tx, tenant_id, by, "key.created", &info).await?;
+        }
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(KEYS_CHANNEL)
+            .bind(format!("created:{}", info.prefix))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((info, key))
     }
 
-    /// The principal of a key that is known and not revoked.
-    pub async fn find_key(&self, key: &str) -> sqlx::Result<Option<Principal>> {
-        let row: Option<(Uuid, Uuid, Vec<String>, Option<i32>)> = sqlx::query_as(
-            "SELECT id, tenant_id, scopes, rate_limit_per_second FROM api_keys
-             WHERE key_hash = $1 AND revoked_at IS NULL",
-        )
-        .bind(hash_key(key))
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|(key_id, tenant_id, scopes, rate)| Principal {
-            tenant_id,
-            key_id,
-            scopes: scopes
-                .iter()
-                .filter_map(|s| Scope::parse(s))
-                // Only the operators' tenant holds the operator scope, whatever a row says.
-                .filter(|s| *s != Scope::Operator || tenant_id == OPERATORS_TENANT)
-                .collect(),
-            rate_limit_per_second: rate.and_then(|r| u32::try_from(r).ok()),
-        }))
+    /// The tenant's keys, newest first, revoked ones included.
+    pub async fn list_keys(
+        &self,
+        tenant_id: Uuid,
+        before: Option<Uuid>,
+        limit: i64,
+    ) -> sqlx::Result<Vec<KeyInfo>> {
+        self.page_of("api_keys", KEY_INFO_COLUMNS, tenant_id, before, limit)
+            .await
     }
+
+    /// Revokes one of the tenant's keys (audited, naming `by`) and tells every API process to
+    /// drop its cached keys. `None` when the tenant has no such key; a key revoked already is
+    /// answered as it is.
+    pub async fn revoke_key(
+        &self,
+        tenant_id: Uuid,
+        id: Uuid,
+        by: Uuid,
+    ) -> sqlx::Result<Option<KeyInfo>> {
+        let mut tx = self.pool.begin().await?;
+        let revoked: Option<KeyInfo> = sqlx::query_as(&format!(
+            "UPDATE api_keys SET revoked_at = now()
+             WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL
+             RETURNING {KEY_INFO_COLUMNS}"
+        ))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(info) = revoked else {
+            tx.rollback().await?;
+            return self
+                .one_of("api_keys", KEY_INFO_COLUMNS, tenant_id, id)
+                .await;
+        };
+        audit_key(&mut tx, tenant_id, by, "key.revoked", &info).await?;
+        sqlx::query("SELECT pg_notify($1, 'revoked')")
+            .bind(KEYS_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(info))
+    }
+
+    /// The principal of a key that is known, not revoked and not expired.
+    pub async fn find_key(&self, key: &str) -> sqlx::Result<Option<VerifiedKey>> {
+        let row: Option<(Uuid, Uuid, Vec<String>, Option<i32>, Option<DateTime<Utc>>)> =
+            sqlx::query_as(
+                "SELECT id, tenant_id, scopes, rate_limit_per_second, expires_at FROM api_keys
+                 WHERE key_hash = $1 AND revoked_at IS NULL
+                   AND (expires_at IS NULL OR expires_at > now())",
+            )
+            .bind(hash_key(key))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(
+            |(key_id, tenant_id, scopes, rate, expires_at)| VerifiedKey {
+                principal: Principal {
+                    tenant_id,
+                    key_id,
+                    scopes: scopes
+                        .iter()
+                        .filter_map(|s| Scope::parse(s))
+                        // Only the operators' tenant holds the operator scope, whatever a row says.
+                        .filter(|s| *s != Scope::Operator || tenant_id == OPERATORS_TENANT)
+                        .collect(),
+                    rate_limit_per_second: rate.and_then(|r| u32::try_from(r).ok()),
+                },
+                expires_at,
+            },
+        ))
+    }
+
+    /// The prefixes of every key that may verify (not revoked, not expired): a key whose
+    /// prefix is not among them is unknown without a lookup.
+    pub async fn live_key_prefixes(&self) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT DISTINCT prefix FROM api_keys
+             WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Notes that these keys were used just now (at most every few seconds per key: the API
+    /// processes call it when they store usage).
+    pub async fn touch_keys(&self, ids: &[Uuid]) -> sqlx::Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("UPDATE api_keys SET last_used_at = now() WHERE id = ANY ($1)")
+            .bind(ids)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+async fn audit_key(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    tenant_id: Uuid,
+    by: Uuid,
+    action: &str,
+    info: &KeyInfo,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (id, tenant_id, key_id, action, target, details)
+         VALUES (conveyor_uuid_v7(), $1, $2, $3, $4, $5)",
+    )
+    .bind(tenant_id)
+    .bind(by)
+    .bind(action)
+    .bind(info.id.to_string())
+    .bind(serde_json::json!({"name": info.name, "prefix": info.prefix, "scopes": info.scopes}))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -104,5 +289,17 @@ mod tests {
         assert!(a.starts_with("cvy_") && a.len() == 4 + 64);
         assert_eq!(hash_key(&a), hash_key(&a));
         assert_ne!(hash_key(&a), hash_key(&b));
+        assert!(looks_like_key(&a));
+        assert_eq!(key_prefix(&a).len(), 12);
+        for not_a_key in [
+            "",
+            "cvy_",
+            "cvk_wrong",
+            &a.to_uppercase(),
+            &a[..60],
+            &format!("{a}0"),
+        ] {
+            assert!(!looks_like_key(not_a_key), "{not_a_key}");
+        }
     }
 }

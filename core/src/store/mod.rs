@@ -15,7 +15,9 @@ pub use deliveries::{ClaimLimits, ClaimedDelivery, DeliveryOutcome, HealthRules,
 pub use jobs::{
     CancelOutcome, Claim, ClaimedJob, Detail, Finish, InsertOutcome, JobFilter, JobPage,
 };
-pub use keys::{generate_key, hash_key};
+pub use keys::{
+    generate_key, hash_key, key_prefix, looks_like_key, KeyInfo, NewKey, VerifiedKey, KEYS_CHANNEL,
+};
 pub use operators::{AuditEntry, DeadFilter, QueueStats, Replay, Tenants};
 pub use retention::Purged;
 pub use sagas::{NewSaga, NewSagaStep, SagaOutcome};

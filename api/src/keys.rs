@@ -1,0 +1,196 @@
+//! `/v1/keys`: a tenant's API keys over the API (API.md "API keys"): create, list, revoke.
+//! `conveyor keys create` stays the bootstrap, straight in the database.
+
+use axum::{
+    extract::State,
+    http::StatusCode,
+    response::Response,
+    routing::{delete, get},
+    Json, Router,
+};
+use chrono::{DateTime, Utc};
+use conveyor_core::{
+    store::{KeyInfo, NewKey},
+    Scope,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{
+    auth::Auth,
+    extract::{located, PathId, QueryPairs, Typed},
+    paging::{page, paging},
+    problem::{ApiResult, FieldError, Problem},
+    AppState,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/keys", get(list).post(create))
+        .route("/v1/keys/{id}", delete(revoke))
+}
+
+/// A key to make: never with more scopes than the key making it, nor a higher rate.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateKey {
+    /// What the key is for, to tell keys apart (1 to 100 characters).
+    #[schema(min_length = 1, max_length = 100)]
+    name: String,
+    /// Any of `jobs:write`, `jobs:read`, `webhooks:write`, `webhooks:read`, `admin`.
+    #[schema(min_items = 1)]
+    scopes: Vec<String>,
+    /// When the key stops working (in the future); none: until revoked.
+    expires_at: Option<DateTime<Utc>>,
+    /// Requests per second for this key, per API process; at most the rate of the key making
+    /// it. None: the deployment's default.
+    #[schema(minimum = 1)]
+    rate_limit_per_second: Option<u32>,
+}
+
+/// A key just made: the key itself is in this answer and nowhere else, ever.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct CreatedKey {
+    #[serde(flatten)]
+    info: KeyInfo,
+    /// The key, shown this once: keep it now.
+    key: String,
+}
+
+#[utoipa::path(
+    post,
+    operation_id = "createKey",
+    path = "/v1/keys",
+    tag = "keys",
+    request_body = CreateKey,
+    responses(
+        (status = 201, description = "Made; the key is shown this once", body = CreatedKey, headers(("Location" = String, description = "The key's id, for revoking it"))),
+    ),
+)]
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    Typed(body): Typed<CreateKey>,
+) -> ApiResult<Response> {
+    let p = auth.require(Scope::Admin)?;
+    let mut errors = Vec::new();
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        errors.push(FieldError::new(
+            "name",
+            "must be 1 to 100 characters, none of them control characters",
+        ));
+    }
+    let mut scopes = Vec::new();
+    for (i, s) in body.scopes.iter().enumerate() {
+        match Scope::parse(s) {
+            // Never more than the key making it has: an admin key has every scope of its
+            // tenant, and none has the operator scope.
+            Some(scope) if !p.has(scope) => {
+                return Err(Problem::forbidden_to_grant(scope.as_str()))
+            }
+            Some(scope) if !scopes.contains(&scope) => scopes.push(scope),
+            Some(_) => errors.push(FieldError::new(format!("scopes[{i}]"), "is listed twice")),
+            None => errors.push(FieldError::new(
+                format!("scopes[{i}]"),
+                "must be one of jobs:write, jobs:read, webhooks:write, webhooks:read, admin",
+            )),
+        }
+    }
+    if body.scopes.is_empty() {
+        errors.push(FieldError::new("scopes", "must name at least one scope"));
+    }
+    if body.expires_at.is_some_and(|t| t <= Utc::now()) {
+        errors.push(FieldError::new("expires_at", "must be in the future"));
+    }
+    let own_rate = p
+        .rate_limit_per_second
+        .unwrap_or(state.rate_limits.default_rate());
+    match body.rate_limit_per_second {
+        Some(0) => errors.push(FieldError::new(
+            "rate_limit_per_second",
+            "must be at least 1",
+        )),
+        Some(r) if own_rate > 0 && r > own_rate => errors.push(FieldError::new(
+            "rate_limit_per_second",
+            format!("must not exceed the rate of the key making it ({own_rate} per second)"),
+        )),
+        _ => {}
+    }
+    if !errors.is_empty() {
+        return Err(Problem::validation(errors));
+    }
+    // Without a rate of its own, a key made by a limited key is limited as that key is.
+    let rate = body.rate_limit_per_second.or(p.rate_limit_per_second);
+    let new = NewKey {
+        name: name.to_owned(),
+        scopes,
+        expires_at: body.expires_at,
+        rate_limit_per_second: rate,
+        created_by: Some(p.key_id),
+    };
+    let (info, key) = state.store.make_key(p.tenant_id, &new).await?;
+    Ok(located(
+        StatusCode::CREATED,
+        format!("/v1/keys/{}", info.id),
+        CreatedKey { info, key },
+    ))
+}
+
+#[utoipa::path(
+    get,
+    operation_id = "listKeys",
+    path = "/v1/keys",
+    tag = "keys",
+    params(
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Page size (default 50)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "The tenant's keys, newest first, revoked ones included; never a key itself", body = crate::openapi::Page<KeyInfo>),
+    ),
+)]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    QueryPairs(q): QueryPairs,
+) -> ApiResult<Json<Value>> {
+    let p = auth.require(Scope::Admin)?;
+    let (limit, before) = paging(&q, |_, _| None)?;
+    let keys = state
+        .store
+        .list_keys(p.tenant_id, before, limit + 1)
+        .await?;
+    Ok(page(keys, limit, |k| k.id))
+}
+
+/// From the answer on, no API process accepts the key (its caches drop it within a second).
+#[utoipa::path(
+    delete,
+    operation_id = "revokeKey",
+    path = "/v1/keys/{id}",
+    tag = "keys",
+    params(("id" = Uuid, Path, description = "The key's id")),
+    responses(
+        (status = 200, description = "Revoked (or revoked already)", body = KeyInfo),
+        (status = 409, description = "A key cannot revoke itself", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+)]
+pub(crate) async fn revoke(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathId(id): PathId,
+) -> ApiResult<Json<KeyInfo>> {
+    let p = auth.require(Scope::Admin)?;
+    if id == p.key_id {
+        return Err(Problem::conflict(
+            "a key cannot revoke itself: revoke it with another admin key",
+        ));
+    }
+    state
+        .store
+        .revoke_key(p.tenant_id, id, p.key_id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| Problem::not_found("no such key"))
+}

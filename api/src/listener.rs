@@ -1,0 +1,77 @@
+//! One LISTEN connection per API process for what other processes announce: jobs that
+//! finished (long-polls wake at once) and API keys made or revoked (caches follow within
+//! moments). While it is down, long-polls re-read their jobs on a timer and cached keys stand
+//! for a second only; every reconnection starts from a clean slate.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use conveyor_core::store::{JOB_FINISHED_CHANNEL, KEYS_CHANNEL};
+use conveyor_core::Store;
+use sqlx::postgres::PgListener;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{auth::KeyCache, waiters::Waiters};
+
+/// How often the live key prefixes are read again in full (revoked and expired keys leave
+/// the set; made ones join it at once).
+const PREFIX_REFRESH: Duration = Duration::from_secs(300);
+
+pub async fn run(
+    store: Store,
+    waiters: Arc<Waiters>,
+    keys: Arc<KeyCache>,
+    stop: CancellationToken,
+) {
+    loop {
+        if let Err(e) = listen(&store, &waiters, &keys, &stop).await {
+            tracing::warn!(error = %e, "notification listener failed; reconnecting");
+        }
+        keys.listening(None);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+async fn listen(
+    store: &Store,
+    waiters: &Waiters,
+    keys: &KeyCache,
+    stop: &CancellationToken,
+) -> sqlx::Result<()> {
+    let mut listener = PgListener::connect_with(store.pool()).await?;
+    listener
+        .listen_all([JOB_FINISHED_CHANNEL, KEYS_CHANNEL])
+        .await?;
+    loop {
+        // Read after listening began, so no key made meanwhile is missed.
+        let prefixes: HashSet<String> = store.live_key_prefixes().await?.into_iter().collect();
+        keys.listening(Some(prefixes));
+        let refresh = tokio::time::sleep(PREFIX_REFRESH);
+        tokio::pin!(refresh);
+        loop {
+            let n = tokio::select! {
+                n = listener.recv() => n?,
+                _ = &mut refresh => break,
+                _ = stop.cancelled() => return Ok(()),
+            };
+            match n.channel() {
+                JOB_FINISHED_CHANNEL => {
+                    for id in n
+                        .payload()
+                        .split(',')
+                        .filter_map(|s| s.parse::<Uuid>().ok())
+                    {
+                        waiters.finished(id);
+                    }
+                }
+                _ => match n.payload().strip_prefix("created:") {
+                    Some(prefix) => keys.created(prefix),
+                    None => keys.revoked(),
+                },
+            }
+        }
+    }
+}
