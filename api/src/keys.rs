@@ -11,10 +11,11 @@ use axum::{
 use chrono::{DateTime, Utc};
 use conveyor_core::{
     store::{KeyInfo, NewKey},
-    Scope,
+    Principal, Scope,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use uuid::Uuid;
 
 use crate::{
     auth::Auth,
@@ -36,25 +37,25 @@ pub fn router() -> Router<AppState> {
 pub(crate) struct CreateKey {
     /// What the key is for, to tell keys apart (1 to 100 characters).
     #[schema(min_length = 1, max_length = 100)]
-    name: String,
+    pub(crate) name: String,
     /// Any of `jobs:write`, `jobs:read`, `webhooks:write`, `webhooks:read`, `admin`.
     #[schema(min_items = 1)]
-    scopes: Vec<String>,
+    pub(crate) scopes: Vec<String>,
     /// When the key stops working (in the future); none: until revoked.
-    expires_at: Option<DateTime<Utc>>,
+    pub(crate) expires_at: Option<DateTime<Utc>>,
     /// Requests per second for this key, per API process; at most the rate of the key making
     /// it. None: the deployment's default.
     #[schema(minimum = 1)]
-    rate_limit_per_second: Option<u32>,
+    pub(crate) rate_limit_per_second: Option<u32>,
 }
 
 /// A key just made: the key itself is in this answer and nowhere else, ever.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct CreatedKey {
     #[serde(flatten)]
-    info: KeyInfo,
+    pub(crate) info: KeyInfo,
     /// The key, shown this once: keep it now.
-    key: String,
+    pub(crate) key: String,
 }
 
 #[utoipa::path(
@@ -73,6 +74,24 @@ pub(crate) async fn create(
     Typed(body): Typed<CreateKey>,
 ) -> ApiResult<Response> {
     let p = auth.require(Scope::Admin)?;
+    let made = make_key(&state, p, body).await?;
+    Ok(located(
+        StatusCode::CREATED,
+        format!("/v1/keys/{}", made.info.id),
+        made,
+    ))
+}
+
+/// Makes a key for the principal's tenant (the API's route and the console's form): never
+/// with more scopes than the principal has, nor a higher rate; every bad field named.
+pub(crate) async fn make_key(
+    state: &AppState,
+    p: &Principal,
+    body: CreateKey,
+) -> ApiResult<CreatedKey> {
+    if !p.has(Scope::Admin) {
+        return Err(Problem::forbidden(Scope::Admin.as_str()));
+    }
     let mut errors = Vec::new();
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
@@ -130,11 +149,7 @@ pub(crate) async fn create(
         created_by: Some(p.key_id),
     };
     let (info, key) = state.store.make_key(p.tenant_id, &new).await?;
-    Ok(located(
-        StatusCode::CREATED,
-        format!("/v1/keys/{}", info.id),
-        CreatedKey { info, key },
-    ))
+    Ok(CreatedKey { info, key })
 }
 
 #[utoipa::path(
@@ -181,7 +196,14 @@ pub(crate) async fn revoke(
     auth: Auth,
     PathId(id): PathId,
 ) -> ApiResult<Json<KeyInfo>> {
-    let p = auth.require(Scope::Admin)?;
+    Ok(Json(revoke_key(&state, &auth.0, id).await?))
+}
+
+/// Revokes one of the principal's tenant's keys (the API's route and the console's button).
+pub(crate) async fn revoke_key(state: &AppState, p: &Principal, id: Uuid) -> ApiResult<KeyInfo> {
+    if !p.has(Scope::Admin) {
+        return Err(Problem::forbidden(Scope::Admin.as_str()));
+    }
     if id == p.key_id {
         return Err(Problem::conflict(
             "a key cannot revoke itself: revoke it with another admin key",
@@ -191,6 +213,5 @@ pub(crate) async fn revoke(
         .store
         .revoke_key(p.tenant_id, id, p.key_id)
         .await?
-        .map(Json)
         .ok_or_else(|| Problem::not_found("no such key"))
 }

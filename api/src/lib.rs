@@ -62,6 +62,8 @@ pub struct AppState {
     max_body_bytes: usize,
     request_timeout: Duration,
     allow_private_targets: bool,
+    /// Console cookies are `Secure` even without a proxy saying the request came over TLS.
+    secure_cookies: bool,
     queues: Arc<Vec<String>>,
     /// `/openapi.json`, serialised once.
     openapi: axum::body::Bytes,
@@ -129,6 +131,7 @@ impl AppState {
             max_body_bytes: cfg.max_body_bytes,
             request_timeout: cfg.request_timeout,
             allow_private_targets: cfg.allow_private_targets,
+            secure_cookies: cfg.secure_cookies,
             queues: Arc::new(cfg.queues.clone()),
             openapi,
             shutdown,

@@ -133,6 +133,11 @@ pub struct Config {
     #[arg(long, env = "CONVEYOR_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Mark the console's cookies `Secure` (sent over TLS only) whatever the request says;
+    /// without it they are when a proxy's `X-Forwarded-Proto: https` says so.
+    #[arg(long, env = "CONVEYOR_SECURE_COOKIES", default_value_t = false)]
+    pub secure_cookies: bool,
+
     /// Allow webhook, callback and `http` job URLs on private addresses.
     #[arg(long, env = "CONVEYOR_ALLOW_PRIVATE_TARGETS", default_value_t = false)]
     pub allow_private_targets: bool,

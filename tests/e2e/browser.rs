@@ -170,6 +170,22 @@ impl Browser {
             .to_owned()
     }
 
+    /// The cookies the browser holds for the current page: (name, value, httpOnly).
+    pub async fn cookies(&self) -> Vec<(String, String, bool)> {
+        let all = self.cmd(reqwest::Method::GET, "/cookie", None).await;
+        all.as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap_or_default().to_owned(),
+                    c["value"].as_str().unwrap_or_default().to_owned(),
+                    c["httpOnly"] == true,
+                )
+            })
+            .collect()
+    }
+
     /// Saves a PNG of the window under `dir`.
     pub async fn screenshot(&self, dir: &Path, name: &str) {
         let b64 = self.cmd(reqwest::Method::GET, "/screenshot", None).await;

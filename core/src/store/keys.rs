@@ -213,22 +213,9 @@ impl Store {
             .bind(hash_key(key))
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(
-            |(key_id, tenant_id, scopes, rate, expires_at)| VerifiedKey {
-                principal: Principal {
-                    tenant_id,
-                    key_id,
-                    scopes: scopes
-                        .iter()
-                        .filter_map(|s| Scope::parse(s))
-                        // Only the operators' tenant holds the operator scope, whatever a row says.
-                        .filter(|s| *s != Scope::Operator || tenant_id == OPERATORS_TENANT)
-                        .collect(),
-                    rate_limit_per_second: rate.and_then(|r| u32::try_from(r).ok()),
-                },
-                expires_at,
-            },
-        ))
+        Ok(row.map(|(key_id, tenant_id, scopes, rate, expires_at)| {
+            principal_of(key_id, tenant_id, &scopes, rate, expires_at)
+        }))
     }
 
     /// The prefixes of every key that may verify (not revoked, not expired): a key whose
@@ -253,6 +240,30 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+/// A key row as a verified key.
+pub(super) fn principal_of(
+    key_id: Uuid,
+    tenant_id: Uuid,
+    scopes: &[String],
+    rate: Option<i32>,
+    expires_at: Option<DateTime<Utc>>,
+) -> VerifiedKey {
+    VerifiedKey {
+        principal: Principal {
+            tenant_id,
+            key_id,
+            scopes: scopes
+                .iter()
+                .filter_map(|s| Scope::parse(s))
+                // Only the operators' tenant holds the operator scope, whatever a row says.
+                .filter(|s| *s != Scope::Operator || tenant_id == OPERATORS_TENANT)
+                .collect(),
+            rate_limit_per_second: rate.and_then(|r| u32::try_from(r).ok()),
+        },
+        expires_at,
     }
 }
 

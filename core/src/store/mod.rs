@@ -8,6 +8,7 @@ mod operators;
 mod retention;
 mod sagas;
 mod schedules;
+mod sessions;
 mod usage;
 mod webhooks;
 
@@ -22,6 +23,7 @@ pub use operators::{AuditEntry, DeadFilter, QueueStats, Replay, Tenants};
 pub use retention::Purged;
 pub use sagas::{NewSaga, NewSagaStep, SagaOutcome};
 pub use schedules::{FirePass, NameTaken};
+pub use sessions::{LiveSession, OpenedSession};
 pub use usage::{UsageKey, UsageRow};
 pub use webhooks::{NewEvent, ResendOutcome};
 

@@ -1,27 +1,23 @@
-//! The operators' web console at `/ui`: plain server-rendered HTML (maud escapes everything
-//! it prints), no JavaScript, nothing fetched from elsewhere. Sign-in takes an API key and
-//! keeps it in an HttpOnly, SameSite=Strict cookie scoped to `/ui`; every page checks it like
-//! the API checks a bearer key, with the same scopes. Actions are forms that POST and
-//! redirect; a POST must come from this origin.
+//! The console's pages: queues, jobs, dead letters, endpoints and deliveries, schedules,
+//! sagas, and the actions on them.
 
-use axum::{
-    body::Body,
-    extract::{FromRequest, FromRequestParts, Request, State},
-    http::{header, request::Parts, HeaderMap},
-    response::{Html, IntoResponse, Redirect, Response},
-    routing::{get, post},
-    Router,
-};
-use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+
+use axum::extract::State;
+use chrono::Utc;
 use conveyor_core::{
     store::{Detail, JobFilter, Tenants},
-    Job, JobStatus, Principal, Scope,
+    Job, JobStatus, Scope,
 };
-use maud::{html, Markup, DOCTYPE};
+use maud::{html, Markup};
 use serde_json::{json, Value};
-use std::collections::HashMap;
 use uuid::Uuid;
 
+use super::{
+    back_to, csrf_field, page, pretty, query,
+    session::{Action, Operator},
+    status, when, Query, UiResult,
+};
 use crate::{
     extract::{PathId, PathName},
     operators::{parse_bulk, replay_job, run_bulk_replay, set_paused},
@@ -29,252 +25,7 @@ use crate::{
     AppState,
 };
 
-const COOKIE: &str = "conveyor_key";
 const PAGE: i64 = 50;
-
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/ui", get(queues_page))
-        .route("/ui/login", get(login_page).post(login))
-        .route("/ui/logout", post(logout))
-        .route("/ui/queues/{name}/pause", post(pause))
-        .route("/ui/queues/{name}/resume", post(resume))
-        .route("/ui/jobs", get(jobs_page))
-        .route("/ui/jobs/{id}", get(job_page))
-        .route("/ui/jobs/{id}/replay", post(replay))
-        .route("/ui/dead-letters", get(dead_page))
-        .route("/ui/dead-letters/replay", post(bulk_replay))
-        .route("/ui/endpoints", get(endpoints_page))
-        .route("/ui/endpoints/{id}", get(endpoint_page))
-        .route("/ui/deliveries/{id}", get(delivery_page))
-        .route("/ui/schedules", get(schedules_page))
-        .route("/ui/sagas", get(sagas_page))
-        .route("/ui/sagas/{id}", get(saga_page))
-}
-
-/// What a console handler answers: a page, a redirect, or a problem shown as a page.
-type UiResult = Result<Response, UiError>;
-
-pub struct UiError(Box<Response>);
-
-impl IntoResponse for UiError {
-    fn into_response(self) -> Response {
-        *self.0
-    }
-}
-
-impl From<Problem> for UiError {
-    fn from(p: Problem) -> Self {
-        let status = p.status;
-        let body = html! {
-            h1 { (p.title) }
-            p.error id="problem" { (p.detail) }
-            @for e in &p.errors { p.error { code { (e.field) } ": " (e.message) } }
-            p { a href="/ui" { "Back to the console" } }
-        };
-        UiError(Box::new(
-            (status, Html(layout("Error", None, body).into_string())).into_response(),
-        ))
-    }
-}
-
-impl From<sqlx::Error> for UiError {
-    fn from(e: sqlx::Error) -> Self {
-        Problem::from(e).into()
-    }
-}
-
-/// The signed-in operator: the principal of the key in the cookie. Without a valid one, a
-/// page request is sent to the sign-in page.
-pub struct Operator(Principal);
-
-impl FromRequestParts<AppState> for Operator {
-    type Rejection = Response;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let key = cookie_key(&parts.headers);
-        let principal = match key {
-            Some(k) => state.keys.verify(&state.store, &k).await.ok().flatten(),
-            None => None,
-        };
-        match principal {
-            Some(p) => {
-                tracing::Span::current().record("tenant_id", tracing::field::display(p.tenant_id));
-                Ok(Operator(p))
-            }
-            None => Err(Redirect::to("/ui/login").into_response()),
-        }
-    }
-}
-
-impl Operator {
-    fn require(&self, scope: Scope) -> Result<&Principal, UiError> {
-        if self.0.has(scope) {
-            Ok(&self.0)
-        } else {
-            Err(Problem::forbidden(scope.as_str()).into())
-        }
-    }
-}
-
-fn cookie_key(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v.to_owned())
-}
-
-/// A submitted form, from this origin only: a cross-site POST (no SameSite cookie on old
-/// browsers) is refused by its `Origin`.
-pub struct Form(HashMap<String, String>);
-
-impl FromRequest<AppState> for Form {
-    type Rejection = UiError;
-
-    async fn from_request(req: Request<Body>, state: &AppState) -> Result<Self, UiError> {
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok());
-        let origin = req
-            .headers()
-            .get(header::ORIGIN)
-            .and_then(|o| o.to_str().ok());
-        if let (Some(origin), Some(host)) = (origin, host) {
-            let origin_host = origin.split_once("://").map(|(_, h)| h).unwrap_or(origin);
-            if origin_host != host {
-                return Err(
-                    Problem::forbidden("a form of this console (cross-origin POST)").into(),
-                );
-            }
-        }
-        let bytes = crate::extract::read_body(req, state.max_body_bytes).await?;
-        Ok(Form(form_urlencoded::parse(&bytes).into_owned().collect()))
-    }
-}
-
-impl Form {
-    fn get(&self, k: &str) -> Option<&str> {
-        self.0.get(k).map(|v| v.trim()).filter(|v| !v.is_empty())
-    }
-}
-
-fn query(q: &Query) -> HashMap<String, String> {
-    q.0.as_deref()
-        .map(|s| form_urlencoded::parse(s.as_bytes()).into_owned().collect())
-        .unwrap_or_default()
-}
-
-type Query = axum::extract::RawQuery;
-
-const STYLE: &str = "
-body{font-family:system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
-nav{background:#1d2330;padding:.6rem 1rem;display:flex;gap:1rem;align-items:center}
-nav a{color:#dfe4ee;text-decoration:none}nav a:hover{color:#fff}nav .brand{font-weight:700;color:#fff}
-nav form{margin-left:auto}main{padding:1rem 1.5rem;max-width:1200px}
-table{border-collapse:collapse;width:100%;background:#fff;margin:.5rem 0 1rem}
-th,td{border-bottom:1px solid #e3e6eb;padding:.35rem .5rem;text-align:left;font-size:.9rem;vertical-align:top}
-th{background:#eef1f5}pre{background:#fff;border:1px solid #e3e6eb;padding:.5rem;overflow:auto;max-height:20rem}
-.status{padding:.1rem .4rem;border-radius:.3rem;background:#e3e6eb}.status.dead,.status.failed{background:#f8d4d4}
-.status.succeeded,.status.completed{background:#d4f1dc}.status.running,.status.queued{background:#dbe7fb}
-.error{color:#a11}.notice{background:#fff7d1;padding:.5rem;border:1px solid #eadb8a}
-form.inline{display:inline}button{cursor:pointer}input,select,textarea{font:inherit}
-.chart{background:#fff;border:1px solid #e3e6eb}.muted{color:#6b7383}
-";
-
-fn layout(title: &str, who: Option<&Principal>, body: Markup) -> Markup {
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                title { (title) " · Conveyor" }
-                style { (maud::PreEscaped(STYLE)) }
-            }
-            body {
-                @if who.is_some() {
-                    nav {
-                        a.brand href="/ui" { "Conveyor" }
-                        a href="/ui" { "Queues" }
-                        a href="/ui/jobs" { "Jobs" }
-                        a href="/ui/dead-letters" { "Dead letters" }
-                        a href="/ui/endpoints" { "Endpoints" }
-                        a href="/ui/schedules" { "Schedules" }
-                        a href="/ui/sagas" { "Sagas" }
-                        form method="post" action="/ui/logout" { button id="logout" { "Sign out" } }
-                    }
-                }
-                main { (body) }
-            }
-        }
-    }
-}
-
-fn page(title: &str, op: &Operator, notice: Option<&String>, body: Markup) -> UiResult {
-    let body = html! {
-        @if let Some(n) = notice { p.notice id="notice" { (n) } }
-        (body)
-    };
-    Ok(Html(layout(title, Some(&op.0), body).into_string()).into_response())
-}
-
-fn back_to(path: &str, notice: &str) -> UiResult {
-    let q = form_urlencoded::Serializer::new(String::new())
-        .append_pair("notice", notice)
-        .finish();
-    Ok(Redirect::to(&format!("{path}?{q}")).into_response())
-}
-
-fn when(t: Option<DateTime<Utc>>) -> String {
-    t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-        .unwrap_or_default()
-}
-
-fn pretty(v: &Value) -> String {
-    serde_json::to_string_pretty(v).unwrap_or_default()
-}
-
-fn status(s: &str) -> Markup {
-    html! { span class={"status " (s)} { (s) } }
-}
-
-// ---- sign-in ----
-
-async fn login_page(q: Query) -> Response {
-    let q = query(&q);
-    let body = html! {
-        h1 { "Conveyor" }
-        p { "Sign in with an API key (" code { "conveyor keys create" } ")." }
-        @if let Some(e) = q.get("error") { p.error id="error" { (e) } }
-        form method="post" action="/ui/login" {
-            input id="key" type="password" name="key" placeholder="API key" size="60" autofocus;
-            " " button id="sign-in" { "Sign in" }
-        }
-    };
-    Html(layout("Sign in", None, body).into_string()).into_response()
-}
-
-async fn login(State(state): State<AppState>, form: Form) -> UiResult {
-    let key = form.get("key").unwrap_or_default().to_owned();
-    let valid = !key.is_empty()
-        // Keys are `cvy_` and hex: anything else is not one, and must not reach the cookie.
-        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && state.keys.verify(&state.store, &key).await?.is_some();
-    if !valid {
-        return Ok(Redirect::to("/ui/login?error=unknown+or+revoked+API+key").into_response());
-    }
-    let cookie = format!("{COOKIE}={key}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=43200");
-    Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/ui")).into_response())
-}
-
-async fn logout(_: Form) -> Response {
-    let cookie = format!("{COOKIE}=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0");
-    ([(header::SET_COOKIE, cookie)], Redirect::to("/ui/login")).into_response()
-}
 
 // ---- queues ----
 
@@ -294,7 +45,7 @@ fn chart(per_minute: &[(i64, i64)]) -> Markup {
     }
 }
 
-async fn queues_page(State(state): State<AppState>, op: Operator, q: Query) -> UiResult {
+pub async fn queues_page(State(state): State<AppState>, op: Operator, q: Query) -> UiResult {
     let p = op.require(Scope::JobsRead)?;
     let stats = state
         .store
@@ -302,7 +53,7 @@ async fn queues_page(State(state): State<AppState>, op: Operator, q: Query) -> U
         .await?;
     let series = state.store.finished_per_minute(p.tenant_id, 60).await?;
     let now = Utc::now();
-    let admin = op.0.has(Scope::Admin);
+    let admin = op.principal.has(Scope::Admin);
     let body = html! {
         h1 { "Queues" }
         table #queues {
@@ -328,7 +79,7 @@ async fn queues_page(State(state): State<AppState>, op: Operator, q: Query) -> U
                         @if admin {
                             @let action = if s.paused_for_tenant { "resume" } else { "pause" };
                             form.inline method="post" action={"/ui/queues/" (s.name) "/" (action)} {
-                                button { (action) }
+                                (csrf_field(&op.csrf)) button { (action) }
                             }
                         }
                     }
@@ -339,22 +90,20 @@ async fn queues_page(State(state): State<AppState>, op: Operator, q: Query) -> U
     page("Queues", &op, query(&q).get("notice"), body)
 }
 
-async fn pause(
+pub async fn pause(
     State(state): State<AppState>,
-    op: Operator,
     PathName(name): PathName,
-    _: Form,
+    Action { op, .. }: Action,
 ) -> UiResult {
     let p = op.require(Scope::Admin)?;
     set_paused(&state, p, &name, true).await?;
     back_to("/ui", &format!("queue {name} paused"))
 }
 
-async fn resume(
+pub async fn resume(
     State(state): State<AppState>,
-    op: Operator,
     PathName(name): PathName,
-    _: Form,
+    Action { op, .. }: Action,
 ) -> UiResult {
     let p = op.require(Scope::Admin)?;
     set_paused(&state, p, &name, false).await?;
@@ -398,7 +147,7 @@ fn older_link(path: &str, q: &HashMap<String, String>, last: Option<Uuid>, full:
     html! { p { a href={(path) "?" (qs)} { "Older →" } } }
 }
 
-async fn jobs_page(State(state): State<AppState>, op: Operator, q: Query) -> UiResult {
+pub async fn jobs_page(State(state): State<AppState>, op: Operator, q: Query) -> UiResult {
     let p = op.require(Scope::JobsRead)?;
     let q = query(&q);
     let filter = JobFilter {
@@ -431,7 +180,7 @@ async fn jobs_page(State(state): State<AppState>, op: Operator, q: Query) -> UiR
     page("Jobs", &op, q.get("notice"), body)
 }
 
-async fn job_page(
+pub async fn job_page(
     State(state): State<AppState>,
     op: Operator,
     PathId(id): PathId,
@@ -450,7 +199,7 @@ async fn job_page(
         .unwrap_or_default();
     let replayable = matches!(job.status, JobStatus::Dead | JobStatus::Cancelled)
         && job.saga_id.is_none()
-        && op.0.has(Scope::JobsWrite);
+        && op.principal.has(Scope::JobsWrite);
     let body = html! {
         h1 { "Job " code { (job.id) } }
         table #job {
@@ -476,6 +225,7 @@ async fn job_page(
         @if replayable {
             h2 { "Replay" }
             form method="post" action={"/ui/jobs/" (job.id) "/replay"} {
+                (csrf_field(&op.csrf))
                 p.muted { "Runs the job again with a fresh attempt budget; its attempts stay. Leave the payload as it is, or fix it first." }
                 textarea name="payload" rows="6" cols="80" { (pretty(&job.payload)) }
                 br; button #replay { "Replay" }
@@ -485,11 +235,10 @@ async fn job_page(
     page("Job", &op, query(&q).get("notice"), body)
 }
 
-async fn replay(
+pub async fn replay(
     State(state): State<AppState>,
-    op: Operator,
     PathId(id): PathId,
-    form: Form,
+    Action { op, form }: Action,
 ) -> UiResult {
     let p = op.require(Scope::JobsWrite)?;
     let payload = match form.get("payload") {
@@ -511,7 +260,7 @@ async fn replay(
 
 // ---- dead letters ----
 
-async fn dead_page(State(state): State<AppState>, op: Operator, q: Query) -> UiResult {
+pub async fn dead_page(State(state): State<AppState>, op: Operator, q: Query) -> UiResult {
     let p = op.require(Scope::JobsRead)?;
     let q = query(&q);
     let filter = conveyor_core::store::DeadFilter {
@@ -525,7 +274,7 @@ async fn dead_page(State(state): State<AppState>, op: Operator, q: Query) -> UiR
         .dead_letters(p.tenant_id, &filter, before, PAGE, Detail::Summary)
         .await?
         .jobs;
-    let can_replay = op.0.has(Scope::JobsWrite);
+    let can_replay = op.principal.has(Scope::JobsWrite);
     let body = html! {
         h1 { "Dead letters" }
         form method="get" action="/ui/dead-letters" {
@@ -543,7 +292,7 @@ async fn dead_page(State(state): State<AppState>, op: Operator, q: Query) -> UiR
                     td {
                         @if can_replay && j.saga_id.is_none() {
                             form.inline method="post" action={"/ui/jobs/" (j.id) "/replay"} {
-                                button.replay data-job=(j.id) { "Replay" }
+                                (csrf_field(&op.csrf)) button.replay data-job=(j.id) { "Replay" }
                             }
                         }
                     }
@@ -551,9 +300,10 @@ async fn dead_page(State(state): State<AppState>, op: Operator, q: Query) -> UiR
             }
         }
         (older_link("/ui/dead-letters", &q, jobs.last().map(|j| j.id), jobs.len() as i64 == PAGE))
-        @if op.0.has(Scope::Admin) {
+        @if op.principal.has(Scope::Admin) {
             h2 { "Bulk replay" }
             form #bulk method="post" action="/ui/dead-letters/replay" {
+                (csrf_field(&op.csrf))
                 input name="type" placeholder="type";
                 " " input name="queue" placeholder="queue";
                 " " label { input type="checkbox" name="dry_run" value="true" checked; " dry run (count only)" }
@@ -566,7 +316,7 @@ async fn dead_page(State(state): State<AppState>, op: Operator, q: Query) -> UiR
     page("Dead letters", &op, q.get("notice"), body)
 }
 
-async fn bulk_replay(State(state): State<AppState>, op: Operator, form: Form) -> UiResult {
+pub async fn bulk_replay(State(state): State<AppState>, Action { op, form }: Action) -> UiResult {
     let p = op.require(Scope::Admin)?;
     let mut body = json!({"dry_run": form.get("dry_run") == Some("true")});
     for k in ["type", "queue"] {
@@ -604,7 +354,7 @@ async fn bulk_replay(State(state): State<AppState>, op: Operator, form: Form) ->
 
 // ---- endpoints, deliveries ----
 
-async fn endpoints_page(State(state): State<AppState>, op: Operator) -> UiResult {
+pub async fn endpoints_page(State(state): State<AppState>, op: Operator) -> UiResult {
     let p = op.require(Scope::WebhooksRead)?;
     let endpoints = state.store.list_endpoints(p.tenant_id, None, 200).await?;
     let body = html! {
@@ -624,7 +374,7 @@ async fn endpoints_page(State(state): State<AppState>, op: Operator) -> UiResult
     page("Endpoints", &op, None, body)
 }
 
-async fn endpoint_page(
+pub async fn endpoint_page(
     State(state): State<AppState>,
     op: Operator,
     PathId(id): PathId,
@@ -659,7 +409,7 @@ async fn endpoint_page(
     page("Endpoint", &op, None, body)
 }
 
-async fn delivery_page(
+pub async fn delivery_page(
     State(state): State<AppState>,
     op: Operator,
     PathId(id): PathId,
@@ -689,7 +439,7 @@ async fn delivery_page(
 
 // ---- schedules, sagas ----
 
-async fn schedules_page(State(state): State<AppState>, op: Operator) -> UiResult {
+pub async fn schedules_page(State(state): State<AppState>, op: Operator) -> UiResult {
     let p = op.require(Scope::JobsRead)?;
     let schedules = state.store.list_schedules(p.tenant_id, None, 200).await?;
     let body = html! {
@@ -709,7 +459,7 @@ async fn schedules_page(State(state): State<AppState>, op: Operator) -> UiResult
     page("Schedules", &op, None, body)
 }
 
-async fn sagas_page(State(state): State<AppState>, op: Operator) -> UiResult {
+pub async fn sagas_page(State(state): State<AppState>, op: Operator) -> UiResult {
     let p = op.require(Scope::JobsRead)?;
     let sagas = state.store.list_sagas(p.tenant_id, None, None, 100).await?;
     let body = html! {
@@ -731,7 +481,11 @@ async fn sagas_page(State(state): State<AppState>, op: Operator) -> UiResult {
     page("Sagas", &op, None, body)
 }
 
-async fn saga_page(State(state): State<AppState>, op: Operator, PathId(id): PathId) -> UiResult {
+pub async fn saga_page(
+    State(state): State<AppState>,
+    op: Operator,
+    PathId(id): PathId,
+) -> UiResult {
     let p = op.require(Scope::JobsRead)?;
     let saga = state
         .store
