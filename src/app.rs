@@ -124,7 +124,8 @@ pub async fn start(cfg: Config, roles: Roles, registry: Registry) -> anyhow::Res
         _ => None,
     };
     let pool = db::wait_connect_and_migrate(&cfg.database_url, cfg.db_pool).await?;
-    let store = Store::new(pool.clone());
+    let store = Store::new(pool.clone(), Arc::new(cfg.keyring()?));
+    seal_secrets(&store).await?;
     let shutdown = CancellationToken::new();
     let relay = Relay::new(
         pool,
@@ -188,6 +189,33 @@ pub async fn start(cfg: Config, roles: Roles, registry: Registry) -> anyhow::Res
         relay_stop,
         relay_task,
     })
+}
+
+/// Seals the signing secrets stored in clear or with a rotated-out key (see
+/// `Store::reseal_secrets`), and says so when the development key is what seals them.
+pub async fn seal_secrets(store: &Store) -> anyhow::Result<()> {
+    if store.keyring().is_development() {
+        tracing::warn!(
+            "CONVEYOR_SECRET_KEY is not set: signing secrets are sealed with the development \
+             key built into Conveyor, which protects nothing; set it in production"
+        );
+    }
+    let done = store.reseal_secrets().await?;
+    if done.sealed > 0 {
+        tracing::info!(
+            sealed = done.sealed,
+            key = store.keyring().current_id(),
+            "sealed stored signing secrets with the current key"
+        );
+    }
+    if done.unopenable > 0 {
+        tracing::error!(
+            secrets = done.unopenable,
+            "signing secrets sealed with a key this process does not have: their deliveries \
+             fail until it is in CONVEYOR_SECRET_KEY_PREVIOUS"
+        );
+    }
+    Ok(())
 }
 
 /// `GET /metrics` alone, for processes that do not serve the API.

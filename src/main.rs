@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use clap::{Args, Parser, Subcommand};
 use conveyor::{
     app::{self, Roles},
@@ -148,7 +150,8 @@ async fn command(command: Command) -> anyhow::Result<()> {
         Command::Scheduler(a) => run(a.config, Roles::SCHEDULER).await,
         Command::Dispatcher(a) => run(a.config, Roles::DISPATCHER).await,
         Command::Migrate(a) => {
-            db::connect_and_migrate(&a.config.database_url, 1).await?;
+            let pool = db::connect_and_migrate(&a.config.database_url, 1).await?;
+            app::seal_secrets(&Store::new(pool, Arc::new(a.config.keyring()?))).await?;
             tracing::info!("database is migrated");
             Ok(())
         }
@@ -190,7 +193,8 @@ async fn command(command: Command) -> anyhow::Result<()> {
                 Some(name) => (Some(name), tenant_scopes(&scopes)?),
                 None => anyhow::bail!("name the key's tenant (--tenant) or ask for --operator"),
             };
-            let store = Store::new(db::connect_and_migrate(&config.database_url, 1).await?);
+            let pool = db::connect_and_migrate(&config.database_url, 1).await?;
+            let store = Store::new(pool, Arc::new(config.keyring()?));
             let tenant_id = match tenant {
                 Some(name) => {
                     anyhow::ensure!(

@@ -172,7 +172,7 @@ mod tests {
             .acquire_timeout(Duration::from_millis(5))
             .connect_lazy("postgres://postgres@127.0.0.1:1/nothing")
             .unwrap();
-        Store::new(pool)
+        Store::development(pool)
     }
 
     async fn lookups(cache: &KeyCache, store: &Store, keys: &[String]) -> usize {

@@ -546,9 +546,23 @@ mod tests {
     /// serves, read where it is written.
     fn routed() -> BTreeSet<(String, String)> {
         let mut out = BTreeSet::new();
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let mut files = Vec::new();
+        let mut dirs = vec![std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src"
+        ))];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    files.push(path);
+                }
+            }
+        }
+        for file in files {
+            let text = std::fs::read_to_string(file).unwrap();
             // Only the code: tests (this one among them) talk about routes too.
             let mut rest = text.split("#[cfg(test)]").next().unwrap();
             while let Some(at) = rest.find(".route(") {

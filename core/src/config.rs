@@ -186,6 +186,22 @@ pub struct Config {
     #[arg(long, env = "CONVEYOR_SECRET_ROTATION_GRACE", default_value = "24h", value_parser = humantime::parse_duration)]
     pub secret_rotation_grace: Duration,
 
+    /// The key that seals signing secrets at rest: 32 bytes, base64 (`openssl rand -base64
+    /// 32`). Unset, a development key built into Conveyor seals them, which protects nothing:
+    /// set it in production.
+    #[arg(long, env = "CONVEYOR_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+
+    /// Keys that sealed secrets before `CONVEYOR_SECRET_KEY` (comma-separated): what they
+    /// sealed still opens, and is sealed again with the current key at start-up.
+    #[arg(
+        long,
+        env = "CONVEYOR_SECRET_KEY_PREVIOUS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub secret_key_previous: Vec<String>,
+
     /// Largest PostgreSQL pool per process.
     #[arg(long, env = "CONVEYOR_DB_POOL", default_value_t = 16)]
     pub db_pool: u32,
@@ -267,7 +283,16 @@ impl Config {
             self.circuit_threshold >= 1,
             "CONVEYOR_CIRCUIT_THRESHOLD must be at least 1"
         );
+        self.keyring()?;
         Ok(())
+    }
+
+    /// The sealing keys `CONVEYOR_SECRET_KEY` and `_PREVIOUS` name.
+    pub fn keyring(&self) -> anyhow::Result<crate::sealing::Keyring> {
+        Ok(crate::sealing::Keyring::new(
+            self.secret_key.as_deref(),
+            &self.secret_key_previous,
+        )?)
     }
 
     /// The defaults, as if no flag or variable were set. Tests start from this.

@@ -14,6 +14,7 @@ pub mod model;
 pub mod outbound;
 pub mod outbox;
 pub mod retry;
+pub mod sealing;
 pub mod signing;
 pub mod store;
 pub mod trace;

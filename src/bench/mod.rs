@@ -117,7 +117,10 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     let key = match &args.api_key {
         Some(k) => k.clone(),
         None => {
-            let store = Store::new(db::connect_and_migrate(&args.config.database_url, 1).await?);
+            let store = Store::new(
+                db::connect_and_migrate(&args.config.database_url, 1).await?,
+                std::sync::Arc::new(args.config.keyring()?),
+            );
             let tenant = store.ensure_tenant("bench").await?;
             let scopes = match args.mode {
                 Mode::Webhooks => [Scope::WebhooksWrite, Scope::WebhooksRead],

@@ -73,7 +73,7 @@ async fn insert(
 }
 
 async fn measure(args: &BenchArgs, url: &str) -> anyhow::Result<()> {
-    let store = Store::new(db::connect_and_migrate(url, 4).await?);
+    let store = Store::development(db::connect_and_migrate(url, 4).await?);
     let tenant = store.ensure_tenant("bench").await?;
     let filled = Instant::now();
     let tomorrow = Utc::now() + chrono::Duration::days(1);

@@ -709,3 +709,21 @@ impl Drop for ConveyorProcess {
         let _ = std::fs::remove_file(&self.log_path);
     }
 }
+
+/// A Python tool of the tests' virtualenv (`target/py-tools`, made by `bash .ci/run` from
+/// `tests/requirements-tools.txt`; `CONVEYOR_PY_TOOLS` points elsewhere).
+pub fn py_tool(name: &str) -> std::path::PathBuf {
+    let dir = std::env::var_os("CONVEYOR_PY_TOOLS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/py-tools")
+        });
+    let path = dir.join("bin").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `bash .ci/run`, or `python3 -m venv target/py-tools && \
+         target/py-tools/bin/pip install -r tests/requirements-tools.txt`",
+        path.display()
+    );
+    path
+}

@@ -55,7 +55,7 @@ async fn expire_leases(store: &Store) {
 #[tokio::test]
 async fn a_late_worker_cannot_overwrite_a_rescued_or_finished_job() {
     let (name, url) = fresh_database().await;
-    let store = Store::new(conveyor_core::db::connect(&url, 4).await.unwrap());
+    let store = Store::development(conveyor_core::db::connect(&url, 4).await.unwrap());
     let tenant = store.ensure_tenant("t").await.unwrap();
     let job = new_job(None);
     store
@@ -146,8 +146,8 @@ async fn a_late_worker_cannot_overwrite_a_rescued_or_finished_job() {
 #[tokio::test]
 async fn two_schedulers_promote_each_due_job_exactly_once() {
     let (name, url) = fresh_database().await;
-    let one = Store::new(conveyor_core::db::connect(&url, 4).await.unwrap());
-    let two = Store::new(conveyor_core::db::connect(&url, 4).await.unwrap());
+    let one = Store::development(conveyor_core::db::connect(&url, 4).await.unwrap());
+    let two = Store::development(conveyor_core::db::connect(&url, 4).await.unwrap());
     let tenant = one.ensure_tenant("t").await.unwrap();
     let soon = chrono::Utc::now() + chrono::TimeDelta::milliseconds(300);
     let jobs: Vec<NewJob> = (0..600).map(|_| new_job(Some(soon))).collect();
@@ -189,7 +189,7 @@ async fn two_schedulers_promote_each_due_job_exactly_once() {
 #[tokio::test]
 async fn maintenance_vacuums_a_bloated_outbox_once() {
     let (name, url) = fresh_database().await;
-    let store = Store::new(conveyor_core::db::connect(&url, 4).await.unwrap());
+    let store = Store::development(conveyor_core::db::connect(&url, 4).await.unwrap());
     sqlx::query("INSERT INTO outbox (kind, routing_key, job_id) SELECT 'job', 'default', gen_random_uuid() FROM generate_series(1, 8000)")
         .execute(store.pool())
         .await

@@ -22,6 +22,7 @@ mod receiver;
 mod retention;
 mod sagas;
 mod schedules;
+mod sealed_secrets;
 mod secrets_in_logs;
 mod throwaway;
 mod trace_context;

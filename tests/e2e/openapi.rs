@@ -13,21 +13,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::harness::TestApp;
-
-fn tool(name: &str) -> PathBuf {
-    let dir = std::env::var_os("CONVEYOR_PY_TOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/py-tools"));
-    let path = dir.join("bin").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `bash .ci/run`, or `python3 -m venv target/py-tools && \
-         target/py-tools/bin/pip install -r tests/requirements-tools.txt`",
-        path.display()
-    );
-    path
-}
+use crate::harness::{py_tool as tool, TestApp};
 
 async fn document(app: &TestApp) -> Value {
     let resp = app

@@ -192,7 +192,7 @@ impl Store {
                JOIN tenants t ON t.id = c.tenant_id
                LEFT JOIN endpoints e ON e.id = c.endpoint_id"
         );
-        let rows: Vec<ClaimedDelivery> = sqlx::query_as(&sql)
+        let mut rows: Vec<ClaimedDelivery> = sqlx::query_as(&sql)
             .bind(limit)
             .bind(limits.endpoint_concurrency)
             .bind(limits.circuit_threshold)
@@ -201,6 +201,18 @@ impl Store {
             .fetch_all(&mut *tx)
             .await?;
         tx.commit().await?;
+        // Opened here, held only as long as the attempt. One that does not open (its key is
+        // missing) leaves no secret: the attempt fails and is retried once the key is back.
+        for d in &mut rows {
+            d.secret = self.keyring.open(&d.secret).unwrap_or_else(|e| {
+                tracing::error!(delivery = %d.id, error = %e, "a signing secret does not open");
+                String::new()
+            });
+            d.previous_secret = d
+                .previous_secret
+                .as_deref()
+                .and_then(|s| self.keyring.open(s).ok());
+        }
         Ok(rows)
     }
 

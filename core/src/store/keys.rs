@@ -79,13 +79,15 @@ pub fn looks_like_key(key: &str) -> bool {
 
 impl Store {
     /// The tenant's id, creating the tenant when it is new.
+    /// A new tenant gets a callback signing secret of its own, sealed.
     pub async fn ensure_tenant(&self, name: &str) -> sqlx::Result<Uuid> {
         sqlx::query_scalar(
-            "INSERT INTO tenants (id, name) VALUES ($1, $2)
+            "INSERT INTO tenants (id, name, callback_secret) VALUES ($1, $2, $3)
              ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
         )
         .bind(Uuid::now_v7())
         .bind(name)
+        .bind(self.keyring.seal(&crate::signing::Secret::generate()))
         .fetch_one(&self.pool)
         .await
     }

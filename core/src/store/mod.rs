@@ -8,6 +8,7 @@ mod operators;
 mod retention;
 mod sagas;
 mod schedules;
+mod secrets;
 mod sessions;
 mod usage;
 mod webhooks;
@@ -23,11 +24,16 @@ pub use operators::{AuditEntry, DeadFilter, QueueStats, Replay, Tenants};
 pub use retention::Purged;
 pub use sagas::{NewSaga, NewSagaStep, SagaOutcome};
 pub use schedules::{FirePass, NameTaken};
+pub use secrets::Resealed;
 pub use sessions::{LiveSession, OpenedSession};
 pub use usage::{UsageKey, UsageRow};
 pub use webhooks::{NewEvent, ResendOutcome};
 
+use std::sync::Arc;
+
 use sqlx::PgPool;
+
+use crate::sealing::{Keyring, SealError};
 
 /// Advisory lock key under which one process at a time vacuums (`maintain`).
 const MAINTENANCE_LOCK: i64 = 0x636f_6e76_6d61_696e; // "convmain"
@@ -39,6 +45,12 @@ pub const JOB_FINISHED_CHANNEL: &str = "conveyor_job_finished";
 /// functions use the same name).
 pub const DELIVERIES_CHANNEL: &str = "conveyor_deliveries";
 
+/// A sealed secret that cannot be opened, as the store's error: the deployment lacks the key
+/// that sealed it (a misconfiguration, logged with its cause).
+fn unopenable(e: SealError) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(e))
+}
+
 fn millis(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -46,15 +58,26 @@ fn millis(d: std::time::Duration) -> i64 {
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
+    /// Seals the signing secrets this store writes and opens those it reads.
+    keyring: Arc<Keyring>,
 }
 
 impl Store {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    pub fn new(pool: PgPool, keyring: Arc<Keyring>) -> Self {
+        Self { pool, keyring }
+    }
+
+    /// A store sealing with the development key: tests and tools that handle no real secret.
+    pub fn development(pool: PgPool) -> Self {
+        Self::new(pool, Arc::new(Keyring::development()))
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
     }
 
     /// Vacuums (and analyzes) Conveyor's busy tables whose dead tuples passed a threshold,

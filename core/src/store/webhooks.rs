@@ -57,7 +57,7 @@ impl Store {
             .bind(&new.description)
             .bind(&new.event_types)
             .bind(new.rate_limit_per_second)
-            .bind(secret)
+            .bind(self.keyring.seal(secret))
             .fetch_one(&self.pool)
             .await
     }
@@ -149,7 +149,7 @@ impl Store {
         )
         .bind(tenant_id)
         .bind(id)
-        .bind(secret)
+        .bind(self.keyring.seal(secret))
         .bind(millis(grace))
         .execute(&self.pool)
         .await?;
@@ -158,10 +158,14 @@ impl Store {
 
     /// The secret that signs the tenant's job callbacks.
     pub async fn callback_secret(&self, tenant_id: Uuid) -> sqlx::Result<Option<String>> {
-        sqlx::query_scalar("SELECT callback_secret FROM tenants WHERE id = $1")
-            .bind(tenant_id)
-            .fetch_optional(&self.pool)
-            .await
+        let sealed: Option<String> =
+            sqlx::query_scalar("SELECT callback_secret FROM tenants WHERE id = $1")
+                .bind(tenant_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        sealed
+            .map(|s| self.keyring.open(&s).map_err(super::unopenable))
+            .transpose()
     }
 
     pub async fn rotate_callback_secret(
@@ -176,7 +180,7 @@ impl Store {
              WHERE id = $1",
         )
         .bind(tenant_id)
-        .bind(secret)
+        .bind(self.keyring.seal(secret))
         .bind(millis(grace))
         .execute(&self.pool)
         .await?;
