@@ -169,9 +169,19 @@ pub struct Config {
     )]
     pub dispatcher_retry_concurrency: usize,
 
-    /// Deliveries in flight to one endpoint, across every dispatcher process.
+    /// Deliveries in flight to one endpoint, across every dispatcher process. A tenant's job
+    /// and saga callbacks to one host (scheme, host and port) count as one endpoint.
     #[arg(long, env = "CONVEYOR_ENDPOINT_CONCURRENCY", default_value_t = 32)]
     pub endpoint_concurrency: i32,
+
+    /// Deliveries in flight for one tenant, over all its endpoints and callback hosts, across
+    /// every dispatcher process: one tenant's slow receivers hold at most this many slots.
+    #[arg(
+        long,
+        env = "CONVEYOR_TENANT_DELIVERY_CONCURRENCY",
+        default_value_t = 128
+    )]
+    pub tenant_delivery_concurrency: i32,
 
     /// Consecutive failures that open an endpoint's circuit: no deliveries go to it until the
     /// cooldown has passed, then one probe; its success closes the circuit.
@@ -278,6 +288,10 @@ impl Config {
         anyhow::ensure!(
             (1..=10_000).contains(&self.endpoint_concurrency),
             "CONVEYOR_ENDPOINT_CONCURRENCY must be from 1 to 10000"
+        );
+        anyhow::ensure!(
+            (1..=100_000).contains(&self.tenant_delivery_concurrency),
+            "CONVEYOR_TENANT_DELIVERY_CONCURRENCY must be from 1 to 100000"
         );
         anyhow::ensure!(
             self.circuit_threshold >= 1,

@@ -53,6 +53,7 @@ pub struct DispatcherConfig {
     pub concurrency: usize,
     pub retry_concurrency: usize,
     pub endpoint_concurrency: i32,
+    pub tenant_concurrency: i32,
     pub health: HealthRules,
     pub allow_private_targets: bool,
     pub shutdown_grace: Duration,
@@ -66,6 +67,7 @@ impl DispatcherConfig {
             concurrency: cfg.dispatcher_concurrency,
             retry_concurrency: cfg.dispatcher_retry_concurrency,
             endpoint_concurrency: cfg.endpoint_concurrency,
+            tenant_concurrency: cfg.tenant_delivery_concurrency,
             health: HealthRules {
                 circuit_threshold: cfg.circuit_threshold,
                 circuit_cooldown: cfg.circuit_cooldown,
@@ -85,6 +87,7 @@ impl DispatcherConfig {
     fn limits(&self) -> ClaimLimits {
         ClaimLimits {
             endpoint_concurrency: self.endpoint_concurrency,
+            tenant_concurrency: self.tenant_concurrency,
             circuit_threshold: self.health.circuit_threshold,
             lease: self.lease(),
         }

@@ -71,6 +71,8 @@ struct Route {
 pub struct Receiver {
     pub base: String,
     paths: Arc<Mutex<HashMap<String, Route>>>,
+    /// Requests in flight over every path now, and the most at once.
+    total: Arc<Mutex<(usize, usize)>>,
 }
 
 impl Receiver {
@@ -114,6 +116,11 @@ impl Receiver {
             .get(name)
             .map(|p| (p.completed, p.max_in_flight))
             .unwrap_or_default()
+    }
+
+    /// The most requests in flight at once over every path of this receiver.
+    pub fn max_in_flight_total(&self) -> usize {
+        self.total.lock().unwrap().1
     }
 
     /// Waits until `pred` holds for what the path received (at most `secs`).
@@ -176,6 +183,9 @@ async fn handle(
         p.got.push(got);
         p.in_flight += 1;
         p.max_in_flight = p.max_in_flight.max(p.in_flight);
+        let mut total = r.total.lock().unwrap();
+        total.0 += 1;
+        total.1 = total.1.max(total.0);
         (p.behave.clone().unwrap_or(Behave::Ok), try_no)
     };
     let resp = match behave {
@@ -208,6 +218,7 @@ async fn handle(
     let p = paths.get_mut(&name).unwrap();
     p.in_flight -= 1;
     p.completed += 1;
+    r.total.lock().unwrap().0 -= 1;
     resp
 }
 

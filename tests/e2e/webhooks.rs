@@ -989,3 +989,91 @@ async fn bad_webhook_input_gets_problems_and_tenants_stay_apart() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     app.stop().await;
 }
+
+/// One tenant's slow receivers hold back no other tenant: its callbacks to one host stay
+/// within an endpoint's concurrency (they had none: 300 slow callbacks held 300 connections
+/// and every dispatcher slot), and all its deliveries together within the tenant's share,
+/// so another tenant's event goes out at once.
+#[tokio::test]
+async fn one_tenants_slow_receivers_and_callbacks_hold_back_no_other_tenant() {
+    let slow = Receiver::start().await;
+    let fast = Receiver::start().await;
+    let hold = Duration::from_secs(2);
+    slow.set("callback", Behave::Sleep(hold));
+    for i in 0..3 {
+        slow.set(&format!("hook-{i}"), Behave::Sleep(hold));
+    }
+    let app = TestApp::start_with(Roles::ALL, |c| {
+        c.endpoint_concurrency = 8;
+        c.tenant_delivery_concurrency = 16;
+        c.dispatcher_concurrency = 24;
+        c.webhook_timeout = Duration::from_secs(10);
+        c.worker_concurrency = 32;
+    })
+    .await;
+    // Tenant one: slow endpoints, and many jobs whose callbacks go to a slow host.
+    for i in 0..3 {
+        create_endpoint(&app, &slow.url(&format!("hook-{i}")), Some(&["bulk.made"])).await;
+    }
+    let callback = slow.url("callback");
+    let jobs: Vec<Value> = (0..40)
+        .map(|i| json!({"type": "echo", "payload": i, "callback_url": callback}))
+        .collect();
+    let (status, body) = app.post("/v1/jobs/batch", &json!({"jobs": jobs})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    for i in 0..20 {
+        publish(&app, "bulk.made", json!({"i": i})).await;
+    }
+    slow.wait_until("callback", 30, "callbacks under way", |got| got.len() >= 8)
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Tenant two, meanwhile: its event reaches its receiver at once.
+    let other = app.key_for("globex", &[Scope::Admin]).await;
+    let (status, ep) = app
+        .request_as(
+            &other,
+            Method::POST,
+            "/v1/endpoints",
+            Some(&json!({"url": fast.url("hook"), "event_types": ["order.paid"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{ep}");
+    let sent = Instant::now();
+    let (status, _) = app
+        .request_as(
+            &other,
+            Method::POST,
+            "/v1/events",
+            Some(&json!({"type": "order.paid", "payload": {}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    fast.wait_for("hook", 1, 30).await;
+    let took = sent.elapsed();
+    println!("the other tenant's event arrived after {took:?}");
+    assert!(took < Duration::from_secs(2), "held back for {took:?}");
+
+    let (_, callback_max) = slow.completed_and_max_in_flight("callback");
+    assert!(
+        callback_max <= 8,
+        "{callback_max} callbacks in flight to one host"
+    );
+    assert!(
+        slow.max_in_flight_total() <= 16,
+        "{} deliveries of one tenant in flight",
+        slow.max_in_flight_total()
+    );
+    // Every callback still arrives, once each.
+    slow.wait_for("callback", 40, 60).await;
+    let ids: HashSet<String> = slow
+        .received("callback")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids.len(), 40);
+    // The callback host is Conveyor's: the tenant's endpoints are the three it made.
+    let (_, listed) = app.get("/v1/endpoints").await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 3, "{listed}");
+    app.stop().await;
+}

@@ -17,8 +17,12 @@ const CLAIM_LOCK: i64 = 0x636f_6e76_6469_7370; // "convdisp"
 /// Limits a claim respects.
 #[derive(Debug, Clone, Copy)]
 pub struct ClaimLimits {
-    /// Deliveries in flight to one endpoint, across every dispatcher.
+    /// Deliveries in flight to one endpoint (or one tenant's callback host), across every
+    /// dispatcher.
     pub endpoint_concurrency: i32,
+    /// Deliveries in flight for one tenant, over all its endpoints and callback hosts,
+    /// across every dispatcher.
+    pub tenant_concurrency: i32,
     /// Consecutive failures at which an endpoint's circuit opens; past its cooldown an open
     /// circuit lets one probe through at a time.
     pub circuit_threshold: i32,
@@ -134,7 +138,7 @@ impl Store {
              -- What each endpoint can take now: its concurrency left (one probe when its
              -- circuit is half-open, none while open), within its token bucket.
              room AS (
-               SELECT e.id, e.enabled,
+               SELECT e.id, e.tenant_id, e.enabled,
                  LEAST(CASE WHEN e.circuit_open_until > now() THEN 0
                             WHEN e.consecutive_failures >= $3 THEN 1
                             ELSE $2 END - COALESCE(i.n, 0),
@@ -144,29 +148,48 @@ impl Store {
                        END) AS room
                FROM endpoints e LEFT JOIN inflight i ON i.endpoint_id = e.id
                WHERE e.id IN (SELECT endpoint_id FROM cand UNION SELECT id FROM parked_eps)),
+             -- What each of their tenants can take now: a tenant's deliveries in flight,
+             -- over all its endpoints and callback hosts, stay within $6, so one tenant's
+             -- slow receivers never hold every slot.
+             tenant_inflight AS (
+               SELECT e.tenant_id, sum(i.n)::int AS n
+               FROM inflight i JOIN endpoints e ON e.id = i.endpoint_id GROUP BY e.tenant_id),
+             tenant_room AS (
+               SELECT t.tenant_id, $6 - COALESCE(ti.n, 0) AS room
+               FROM (SELECT DISTINCT tenant_id FROM room) t
+                 LEFT JOIN tenant_inflight ti ON ti.tenant_id = t.tenant_id),
              unparked AS (
                SELECT x.id, x.endpoint_id, x.next_attempt_at
-               FROM room CROSS JOIN LATERAL (
+               FROM room JOIN tenant_room tr ON tr.tenant_id = room.tenant_id
+               CROSS JOIN LATERAL (
                  SELECT d.id, d.endpoint_id, d.next_attempt_at FROM deliveries d
                  WHERE d.status = 'parked' AND d.endpoint_id = room.id AND d.attempts {lane}
-                 ORDER BY d.next_attempt_at LIMIT room.room) x
-               WHERE room.room > 0 AND room.enabled),
+                 ORDER BY d.next_attempt_at LIMIT LEAST(room.room, tr.room)) x
+               WHERE room.room > 0 AND tr.room > 0 AND room.enabled),
              ranked AS (
                SELECT c.id, c.endpoint_id, c.next_attempt_at,
                  row_number() OVER (PARTITION BY c.endpoint_id ORDER BY c.next_attempt_at, c.id) AS rn
                FROM (SELECT * FROM unparked UNION ALL SELECT * FROM cand) c),
-             pick AS (
-               SELECT r.id FROM ranked r LEFT JOIN room ON room.id = r.endpoint_id
+             -- Within their endpoints' room first, then their tenants'.
+             fits AS (
+               SELECT r.id, r.next_attempt_at, room.tenant_id, room.enabled,
+                 row_number() OVER (PARTITION BY room.tenant_id, room.enabled
+                                    ORDER BY r.next_attempt_at, r.id) AS trn
+               FROM ranked r LEFT JOIN room ON room.id = r.endpoint_id
                -- A disabled endpoint's deliveries are taken at once, to be failed unsent.
-               WHERE r.endpoint_id IS NULL OR NOT room.enabled OR r.rn <= room.room
-               ORDER BY r.next_attempt_at LIMIT $1),
-             -- Due deliveries of endpoints that can take nothing now leave the time-ordered
-             -- queue, so later claims do not walk over them again.
+               WHERE r.endpoint_id IS NULL OR NOT room.enabled OR r.rn <= room.room),
+             pick AS (
+               SELECT f.id FROM fits f LEFT JOIN tenant_room tr ON tr.tenant_id = f.tenant_id
+               WHERE f.tenant_id IS NULL OR NOT f.enabled OR f.trn <= tr.room
+               ORDER BY f.next_attempt_at LIMIT $1),
+             -- Due deliveries of endpoints (or tenants) that can take nothing now leave the
+             -- time-ordered queue, so later claims do not walk over them again.
              park AS (
                UPDATE deliveries d SET status = 'parked'
                WHERE d.id = ANY (ARRAY(
                    SELECT cand.id FROM cand JOIN room ON room.id = cand.endpoint_id
-                   WHERE room.enabled AND room.room <= 0))
+                     JOIN tenant_room tr ON tr.tenant_id = room.tenant_id
+                   WHERE room.enabled AND (room.room <= 0 OR tr.room <= 0)))
                  AND d.status = 'pending'),
              claimed AS (
                UPDATE deliveries d SET status = 'delivering', attempts = d.attempts + 1,
@@ -182,7 +205,9 @@ impl Store {
                WHERE e.id = s.endpoint_id AND e.rate_limit_per_second IS NOT NULL)
              SELECT c.id, c.lease_token, c.tenant_id, c.message_id, c.kind, c.endpoint_id,
                m.event_type, c.attempts AS attempt, c.max_attempts,
-               COALESCE(e.url, c.url) AS url, m.body, COALESCE(e.enabled, true) AS endpoint_enabled,
+               -- A callback goes to its own URL; its endpoint row stands for its host.
+               CASE WHEN c.kind = 'webhook' THEN e.url ELSE c.url END AS url, m.body,
+               COALESCE(e.enabled, true) AS endpoint_enabled,
                CASE WHEN c.kind = 'webhook' THEN e.secret ELSE t.callback_secret END AS secret,
                CASE WHEN c.kind = 'webhook'
                     THEN CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END
@@ -198,6 +223,7 @@ impl Store {
             .bind(limits.circuit_threshold)
             .bind(Uuid::new_v4())
             .bind(millis(limits.lease))
+            .bind(limits.tenant_concurrency)
             .fetch_all(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -315,7 +341,7 @@ impl Store {
             }
         }
         if !healed.is_empty() {
-            let recovered: Vec<(Uuid, Uuid, String)> = sqlx::query_as(
+            let recovered: Vec<(Uuid, Uuid, String, String)> = sqlx::query_as(
                 "WITH old AS (
                    SELECT id, failing_since FROM endpoints
                    WHERE id = ANY ($1) AND (consecutive_failures > 0 OR failing_since IS NOT NULL)
@@ -323,12 +349,13 @@ impl Store {
                  UPDATE endpoints e SET consecutive_failures = 0, failing_since = NULL,
                    circuit_open_until = NULL, updated_at = now()
                  FROM old WHERE e.id = old.id AND e.enabled
-                 RETURNING e.id, e.tenant_id, e.url",
+                 RETURNING e.id, e.tenant_id, e.url, e.kind",
             )
             .bind(&healed)
             .fetch_all(&mut *tx)
             .await?;
-            for (id, tenant_id, url) in recovered {
+            // A callback host is Conveyor's own: its tenant hears of no endpoint it never made.
+            for (id, tenant_id, url, _) in recovered.into_iter().filter(|r| r.3 == "webhook") {
                 events.push(
                     tenant_id,
                     "delivery.recovered",
@@ -344,7 +371,9 @@ impl Store {
                 "WITH f AS (SELECT * FROM unnest($1::uuid[], $2::int4[], $3::bool[]) AS f(id, n, gone)),
                  old AS (
                    SELECT e.id, e.enabled,
-                     CASE WHEN f.gone THEN 'the endpoint answered 410 Gone'
+                     -- A callback host is never disabled: each job names its URL anew.
+                     CASE WHEN e.kind = 'callback' THEN NULL
+                          WHEN f.gone THEN 'the endpoint answered 410 Gone'
                           WHEN COALESCE(e.failing_since, now()) <= now() - $6 * interval '1 millisecond'
                           THEN 'every delivery failed for ' || $7
                      END AS reason

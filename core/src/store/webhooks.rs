@@ -12,7 +12,8 @@ use crate::webhook::{Delivery, DeliveryAttempt, Endpoint, EndpointPatch, NewEndp
 const ENDPOINT_COLUMNS: &str = "id, url, description, event_types, enabled, disabled_reason, \
      rate_limit_per_second, created_at, updated_at";
 
-const DELIVERY_COLUMNS: &str = "d.id, d.message_id, d.kind, d.endpoint_id, d.url, \
+const DELIVERY_COLUMNS: &str = "d.id, d.message_id, d.kind, \
+     CASE WHEN d.kind = 'webhook' THEN d.endpoint_id END AS endpoint_id, d.url, \
      m.event_type, CASE WHEN d.status = 'parked' THEN 'pending' ELSE d.status END AS status, \
      d.attempts AS attempt_count, \
      CASE WHEN d.status IN ('pending', 'parked') THEN d.next_attempt_at END AS next_attempt_at, \
@@ -46,7 +47,7 @@ impl Store {
         secret: &str,
     ) -> sqlx::Result<Endpoint> {
         let sql = format!(
-            "INSERT INTO endpoints (id, tenant_id, url, description, event_types,
+            "INSERT INTO webhook_endpoints (id, tenant_id, url, description, event_types,
                rate_limit_per_second, rate_tokens, secret)
              VALUES ($1, $2, $3, $4, $5, $6, COALESCE($6, 0), $7) RETURNING {ENDPOINT_COLUMNS}"
         );
@@ -69,12 +70,18 @@ impl Store {
         before: Option<Uuid>,
         limit: i64,
     ) -> sqlx::Result<Vec<Endpoint>> {
-        self.page_of("endpoints", ENDPOINT_COLUMNS, tenant_id, before, limit)
-            .await
+        self.page_of(
+            "webhook_endpoints",
+            ENDPOINT_COLUMNS,
+            tenant_id,
+            before,
+            limit,
+        )
+        .await
     }
 
     pub async fn get_endpoint(&self, tenant_id: Uuid, id: Uuid) -> sqlx::Result<Option<Endpoint>> {
-        self.one_of("endpoints", ENDPOINT_COLUMNS, tenant_id, id)
+        self.one_of("webhook_endpoints", ENDPOINT_COLUMNS, tenant_id, id)
             .await
     }
 
@@ -88,7 +95,7 @@ impl Store {
     ) -> sqlx::Result<Option<Endpoint>> {
         let mut tx = self.pool.begin().await?;
         let sql = format!(
-            "UPDATE endpoints SET
+            "UPDATE webhook_endpoints SET
                url = COALESCE($3, url),
                description = COALESCE($4, description),
                event_types = COALESCE($5, event_types),
@@ -125,7 +132,7 @@ impl Store {
 
     /// Deletes an endpoint with its deliveries. Whether it existed.
     pub async fn delete_endpoint(&self, tenant_id: Uuid, id: Uuid) -> sqlx::Result<bool> {
-        let done = sqlx::query("DELETE FROM endpoints WHERE tenant_id = $1 AND id = $2")
+        let done = sqlx::query("DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
             .bind(id)
             .execute(&self.pool)
@@ -143,7 +150,7 @@ impl Store {
         grace: Duration,
     ) -> sqlx::Result<bool> {
         let done = sqlx::query(
-            "UPDATE endpoints SET previous_secret = secret, secret = $3,
+            "UPDATE webhook_endpoints SET previous_secret = secret, secret = $3,
                previous_secret_expires_at = now() + $4 * interval '1 millisecond', updated_at = now()
              WHERE tenant_id = $1 AND id = $2",
         )
