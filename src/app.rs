@@ -176,7 +176,7 @@ pub async fn start(cfg: Config, roles: Roles, registry: Registry) -> anyhow::Res
         tasks.spawn(serve_metrics(
             listener,
             store.clone(),
-            cfg.queues.clone(),
+            cfg.clone(),
             shutdown.clone(),
         ));
     }
@@ -222,9 +222,11 @@ pub async fn seal_secrets(store: &Store) -> anyhow::Result<()> {
 async fn serve_metrics(
     listener: TcpListener,
     store: Store,
-    queues: Vec<String>,
+    cfg: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let (queues, cfg_max_connections, header_timeout) =
+        (cfg.queues.clone(), cfg.max_connections, cfg.header_timeout);
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
@@ -233,8 +235,11 @@ async fn serve_metrics(
         }),
     );
     tracing::info!(addr = %listener.local_addr()?, "metrics listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await?;
+    // The same connection limits as the API's listener: this one needs no key either.
+    let limits = conveyor_api::server::ConnectionLimits {
+        max_connections: conveyor_api::server::raise_open_files(cfg_max_connections),
+        header_timeout,
+    };
+    conveyor_api::server::serve(listener, app, limits, shutdown).await?;
     Ok(())
 }

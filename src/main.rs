@@ -10,6 +10,16 @@ use conveyor::{
 use conveyor_core::{db, Config, Scope, Store, OPERATORS_TENANT};
 use conveyor_worker::Registry;
 
+/// jemalloc, returning freed memory to the system within about a second (a background
+/// thread purges what stayed unused that long): a burst of connections, jobs or payloads
+/// does not leave the process at its high-water mark, as glibc's allocator did.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 /// Conveyor: asynchronous jobs and webhooks.
 #[derive(Parser)]
 #[command(name = "conveyor", version)]

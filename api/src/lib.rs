@@ -14,6 +14,7 @@ mod paging;
 pub mod problem;
 mod sagas;
 mod schedules;
+pub mod server;
 mod usage;
 mod validate;
 mod waiters;
@@ -61,6 +62,8 @@ pub struct AppState {
     usage: Arc<usage::UsageCounter>,
     max_body_bytes: usize,
     request_timeout: Duration,
+    max_connections: usize,
+    header_timeout: Duration,
     allow_private_targets: bool,
     /// Console cookies are `Secure` even without a proxy saying the request came over TLS.
     secure_cookies: bool,
@@ -130,6 +133,8 @@ impl AppState {
             usage: Arc::default(),
             max_body_bytes: cfg.max_body_bytes,
             request_timeout: cfg.request_timeout,
+            max_connections: cfg.max_connections,
+            header_timeout: cfg.header_timeout,
             allow_private_targets: cfg.allow_private_targets,
             secure_cookies: cfg.secure_cookies,
             queues: Arc::new(cfg.queues.clone()),
@@ -199,10 +204,12 @@ pub async fn serve(
     let usage_store = state.store.clone();
     let usage_stop = shutdown.clone();
     let usage_task = tokio::spawn(async move { usage.run(usage_store, usage_stop).await });
-    tracing::info!(addr = %listener.local_addr()?, "API listening");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await?;
+    let limits = server::ConnectionLimits {
+        max_connections: server::raise_open_files(state.max_connections),
+        header_timeout: state.header_timeout,
+    };
+    tracing::info!(addr = %listener.local_addr()?, max_connections = limits.max_connections, "API listening");
+    server::serve(listener, router(state), limits, shutdown).await?;
     listener_task.abort();
     // Its last flush, of the requests that finished during the graceful shutdown.
     let _ = usage_task.await;

@@ -129,6 +129,16 @@ pub struct Config {
     #[arg(long, env = "CONVEYOR_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
 
+    /// Connections the API keeps open at once; past it a new one is closed at once. The
+    /// process's open-file limit is raised to fit (or this is capped under it).
+    #[arg(long, env = "CONVEYOR_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// How long a connection may take to send a request's headers, from when it opens or
+    /// its previous answer was sent: a connection idle that long is closed.
+    #[arg(long, env = "CONVEYOR_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+
     /// Larger request bodies get 413.
     #[arg(long, env = "CONVEYOR_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -292,6 +302,14 @@ impl Config {
         anyhow::ensure!(
             (1..=100_000).contains(&self.tenant_delivery_concurrency),
             "CONVEYOR_TENANT_DELIVERY_CONCURRENCY must be from 1 to 100000"
+        );
+        anyhow::ensure!(
+            self.max_connections >= 1,
+            "CONVEYOR_MAX_CONNECTIONS must be at least 1"
+        );
+        anyhow::ensure!(
+            self.header_timeout >= Duration::from_millis(100),
+            "CONVEYOR_HEADER_TIMEOUT must be at least 100ms"
         );
         anyhow::ensure!(
             self.circuit_threshold >= 1,

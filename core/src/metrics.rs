@@ -101,3 +101,20 @@ pub fn delivery_attempt(kind: &str, outcome: &str, took: Duration) {
 pub fn scheduler_leader(leading: bool) {
     gauge!("conveyor_scheduler_leader").set(if leading { 1.0 } else { 0.0 });
 }
+
+/// A connection the API accepted: counted as open until the guard drops.
+pub fn http_connection_opened() -> impl Drop {
+    gauge!("conveyor_http_connections").increment(1.0);
+    struct Open;
+    impl Drop for Open {
+        fn drop(&mut self) {
+            gauge!("conveyor_http_connections").decrement(1.0);
+        }
+    }
+    Open
+}
+
+/// A connection closed at once: the API was at its connection cap.
+pub fn http_connection_refused() {
+    counter!("conveyor_http_connections_refused_total").increment(1);
+}

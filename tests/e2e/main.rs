@@ -8,6 +8,7 @@ mod api_errors;
 mod auth;
 mod browser;
 mod cli;
+mod connections;
 mod console;
 mod crash;
 mod jobs;
