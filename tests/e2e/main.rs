@@ -15,6 +15,7 @@ mod jobs;
 mod leases;
 mod limits;
 mod metrics;
+mod noisy_neighbour;
 mod openapi;
 mod operators;
 mod otlp;
