@@ -56,7 +56,7 @@ async fn deliver_both(p: &ConveyorProcess, app: &TestApp, rx: &Receiver, n: usiz
 /// Every secret column of the database, as stored.
 async fn stored_secrets(app: &TestApp) -> Vec<String> {
     let rows: Vec<(Option<String>, Option<String>)> = sqlx::query_as(
-        "SELECT secret, previous_secret FROM endpoints
+        "SELECT secret, previous_secret FROM webhook_endpoints
          UNION ALL SELECT callback_secret, callback_previous_secret FROM tenants",
     )
     .fetch_all(app.store.pool())

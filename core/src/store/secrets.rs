@@ -96,7 +96,8 @@ impl Table {
     /// The table and its current and previous secret columns.
     fn columns(self) -> (&'static str, &'static str, &'static str) {
         match self {
-            Table::Endpoints => ("endpoints", "secret", "previous_secret"),
+            // A callback host's row holds no secret (its tenant's signs).
+            Table::Endpoints => ("webhook_endpoints", "secret", "previous_secret"),
             Table::Tenants => ("tenants", "callback_secret", "callback_previous_secret"),
         }
     }
