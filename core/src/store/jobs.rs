@@ -359,13 +359,13 @@ impl Store {
         }
     }
 
-    /// Claims queued jobs for a worker: `queued → running`, with a lease, one attempt row each.
-    /// Jobs that are not `queued` (running elsewhere, finished, cancelled) are left alone and
-    /// missing from the answer; a job already running under the same token is answered again.
-    /// A queued job whose queue is paused for its tenant (or for every tenant) is not claimed
-    /// either: it is marked held, its message may be dropped, and the resume publishes it
-    /// again. The pauses are read under `PAUSE_LOCK` (shared), so a pause that has answered
-    /// holds every later claim.
+    /// Claims queued jobs for a worker: `queued → running`, with a lease, one attempt row each
+    /// (`conveyor_claim_jobs`). Jobs that are not `queued` (running elsewhere, finished,
+    /// cancelled) are left alone and missing from the answer; a job already running under the
+    /// same token is answered again. A queued job whose queue is paused for its tenant (or for
+    /// every tenant) is not claimed either: it is marked held, its message may be dropped, and
+    /// the resume publishes it again. The pauses are read under `PAUSE_LOCK` (shared), so a
+    /// pause that has answered holds every later claim.
     pub async fn claim_jobs(
         &self,
         claims: &[Claim],
@@ -374,31 +374,10 @@ impl Store {
     ) -> sqlx::Result<Vec<ClaimedJob>> {
         let ids: Vec<Uuid> = claims.iter().map(|c| c.job_id).collect();
         let tokens: Vec<Uuid> = claims.iter().map(|c| c.token).collect();
-        let paused = "EXISTS (SELECT 1 FROM queue_pauses p WHERE p.queue = j.queue
-                                AND (p.tenant_id IS NULL OR p.tenant_id = j.tenant_id))";
         let sql = format!(
-            "WITH c AS (SELECT * FROM unnest($1::uuid[], $2::uuid[]) AS c(id, token)),
-             held AS (
-               UPDATE jobs j SET held_at = now()
-               FROM c WHERE j.id = c.id AND j.status = 'queued' AND j.held_at IS NULL AND {paused}),
-             claimed AS (
-               UPDATE jobs j SET status = 'running', worker_id = $3, lease_token = c.token,
-                 lease_expires_at = now() + $4 * interval '1 millisecond',
-                 attempts = CASE WHEN j.status = 'queued' THEN j.attempts + 1 ELSE j.attempts END,
-                 started_at = CASE WHEN j.status = 'queued' THEN now() ELSE j.started_at END
-               FROM c WHERE j.id = c.id
-                 -- The second case makes a retried claim idempotent: its first try committed
-                 -- but the answer was lost.
-                 AND ((j.status = 'queued' AND NOT {paused})
-                      OR (j.status = 'running' AND j.lease_token = c.token))
-               RETURNING j.*),
-             a AS (
-               INSERT INTO job_attempts (job_id, attempt, outcome, worker)
-               SELECT id, attempts, 'running', $3 FROM claimed
-               ON CONFLICT (job_id, attempt) DO NOTHING)
-             SELECT {JOB_COLUMNS}, lease_token, tenant_id,
+            "SELECT {JOB_COLUMNS}, lease_token, tenant_id,
                CASE WHEN saga_id IS NOT NULL THEN conveyor_saga_context(id, saga_id) END AS saga
-             FROM claimed"
+             FROM conveyor_claim_jobs($1, $2, $3, $4, $5)"
         );
         #[derive(sqlx::FromRow)]
         struct Row {
@@ -408,19 +387,14 @@ impl Store {
             tenant_id: Uuid,
             saga: Option<Value>,
         }
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
-            .bind(super::operators::PAUSE_LOCK)
-            .execute(&mut *tx)
-            .await?;
         let rows: Vec<Row> = sqlx::query_as(&sql)
             .bind(&ids)
             .bind(&tokens)
             .bind(worker_id)
             .bind(millis(lease))
-            .fetch_all(&mut *tx)
+            .bind(super::operators::PAUSE_LOCK)
+            .fetch_all(&self.pool)
             .await?;
-        tx.commit().await?;
         Ok(rows
             .into_iter()
             .map(|r| ClaimedJob {

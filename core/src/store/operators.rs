@@ -56,8 +56,8 @@ impl Tenants {
     }
 }
 
-/// Claims hold this advisory lock shared for their transaction, pauses exclusively: see
-/// `set_queue_paused`.
+/// Claims hold this advisory lock shared for their transaction (`conveyor_claim_jobs`),
+/// pauses exclusively: see `set_queue_paused`.
 pub(super) const PAUSE_LOCK: i64 = 0x636f_6e76_7061_7573; // "convpaus"
 
 /// One queue as an operator sees it: the tenant's jobs in it (every tenant's, for an
