@@ -21,9 +21,8 @@ CREATE UNIQUE INDEX queue_pauses_scope
 
 -- A queued job whose message a worker dropped because its queue was paused for its tenant.
 -- Resuming publishes exactly these again (and nothing else); the stale-job republisher leaves
--- them alone while they wait.
+-- them alone while they wait. (Their index is built concurrently, in 20261201000008.)
 ALTER TABLE jobs ADD COLUMN held_at timestamptz;
-CREATE INDEX jobs_held ON jobs (queue, tenant_id) WHERE status = 'queued' AND held_at IS NOT NULL;
 
 -- Deployment-wide actions (an operator's pause) are audited once, with no tenant, and every
 -- tenant reads them in its audit log beside its own.

@@ -13,12 +13,20 @@ ALTER TABLE endpoints
   ADD COLUMN kind text NOT NULL DEFAULT 'webhook' CHECK (kind IN ('webhook', 'callback'));
 CREATE UNIQUE INDEX endpoints_callback_origin ON endpoints (tenant_id, url) WHERE kind = 'callback';
 
+-- (`SELECT *` is expanded when the view is made: a column added to endpoints later needs the
+-- view made again.)
 CREATE VIEW webhook_endpoints AS SELECT * FROM endpoints WHERE kind = 'webhook';
 
--- `https://user:pw@Example.com:8443/cb?x=1` → `https://example.com:8443`.
+-- `https://user:pw@Example.com:8443/cb?x=1` → `https://example.com:8443`. The API stores
+-- callback URLs as the URL library writes them (host lowercased, default port dropped, an
+-- `@` in userinfo escaped), so one host has one origin. A URL stored before that, in a form
+-- this cannot read, is an origin of its own: never NULL, which would fail the transaction
+-- that finishes the job.
 CREATE FUNCTION conveyor_origin(url text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
-  SELECT lower(regexp_replace(substring(url FROM '^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*'),
-                              '^([^:]+://)[^@]*@', '\1'))
+  SELECT COALESCE(
+    lower(regexp_replace(substring(url FROM '^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*'),
+                         '^([^:]+://)[^@/]*@', '\1')),
+    'unreadable:' || md5(url))
 $$;
 
 CREATE FUNCTION conveyor_callback_endpoint() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -39,15 +47,18 @@ CREATE TRIGGER deliveries_callback_endpoint BEFORE INSERT ON deliveries
   FOR EACH ROW WHEN (NEW.kind = 'callback' AND NEW.endpoint_id IS NULL)
   EXECUTE FUNCTION conveyor_callback_endpoint();
 
--- Callbacks already stored get theirs.
+-- Callbacks still to be sent get theirs (finished ones are never claimed again; one resent
+-- later is claimed without per-host limits, as before).
 INSERT INTO endpoints (id, tenant_id, url, kind, secret, description)
   SELECT conveyor_uuid_v7(), tenant_id, origin, 'callback', '', 'job and saga callbacks'
   FROM (SELECT DISTINCT tenant_id, conveyor_origin(url) AS origin FROM deliveries
-        WHERE kind = 'callback' AND endpoint_id IS NULL) c
+        WHERE kind = 'callback' AND endpoint_id IS NULL
+          AND status IN ('pending', 'parked', 'delivering')) c
   ON CONFLICT DO NOTHING;
 UPDATE deliveries d SET endpoint_id = e.id
   FROM endpoints e
   WHERE d.kind = 'callback' AND d.endpoint_id IS NULL
+    AND d.status IN ('pending', 'parked', 'delivering')
     AND e.kind = 'callback' AND e.tenant_id = d.tenant_id AND e.url = conveyor_origin(d.url);
 
 -- As before (20261122000003), fanning out to webhook endpoints only.

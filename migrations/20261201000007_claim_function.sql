@@ -1,17 +1,29 @@
--- Claiming jobs, as one function: one round trip that takes the pause lock and then reads
--- the pauses under it.
+-- Claiming jobs, as one function: one round trip that takes the pause locks and then reads
+-- the pauses under them.
 --
 -- A pause must hold every claim that starts after it answered, so claims read the pauses
--- under an advisory lock held shared (a pause takes it exclusively, and waits for the claims
--- in flight). In one SQL statement the snapshot is taken before any lock the statement takes,
--- so the lock had to be a statement of its own: four round trips per claim. In a VOLATILE
--- function each statement takes a fresh snapshot, so the lock and the claim are one call.
+-- under advisory locks held shared, one per tenant whose jobs they claim (`lock_class`,
+-- hashtext of the tenant id) and one for pauses of every tenant (`lock_class`, 0); a pause
+-- takes its own exclusively and waits for the claims in flight. Per tenant, so one tenant
+-- pausing and resuming in a loop holds up only claims of its own jobs. The locks are taken in
+-- one order (by key), so claims and pauses never wait on each other in a cycle.
+--
+-- In one SQL statement the snapshot is taken before any lock the statement takes, so the
+-- locks had to be a statement of their own: four round trips per claim. In a VOLATILE
+-- function each statement takes a fresh snapshot, so the locks and the claim are one call.
 -- With no pause anywhere, the common case, the claim is the statement it always was.
 CREATE FUNCTION conveyor_claim_jobs(ids uuid[], tokens uuid[], worker text, lease_ms bigint,
-                                    pause_lock bigint)
+                                    lock_class integer)
 RETURNS SETOF jobs LANGUAGE plpgsql AS $$
+DECLARE k integer;
 BEGIN
-  PERFORM pg_advisory_xact_lock_shared(pause_lock);
+  FOR k IN
+    SELECT 0 UNION
+    SELECT hashtext(j.tenant_id::text) FROM jobs j WHERE j.id = ANY (ids)
+    ORDER BY 1
+  LOOP
+    PERFORM pg_advisory_xact_lock_shared(lock_class, k);
+  END LOOP;
   IF EXISTS (SELECT 1 FROM queue_pauses) THEN
     -- Queued jobs of a paused queue (for their tenant or everyone's) are held, not claimed:
     -- their messages may be dropped, and resuming publishes them again.
@@ -46,3 +58,8 @@ BEGIN
     ON CONFLICT (job_id, attempt) DO NOTHING)
   SELECT * FROM claimed;
 END $$;
+
+-- The key of a pause's lock (see `conveyor_claim_jobs`): its tenant's, or 0 for every tenant.
+CREATE FUNCTION conveyor_pause_lock_key(tenant uuid) RETURNS integer LANGUAGE sql IMMUTABLE AS $$
+  SELECT CASE WHEN tenant IS NULL THEN 0 ELSE hashtext(tenant::text) END
+$$;

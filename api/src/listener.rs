@@ -52,8 +52,18 @@ async fn listen(
         let refresh = tokio::time::sleep(PREFIX_REFRESH);
         tokio::pin!(refresh);
         loop {
+            // `try_recv`, not `recv`: `recv` reconnects on its own and hides that it did, and
+            // what was announced meanwhile is lost; here a lost connection starts over (the
+            // key cache is emptied and the prefixes read again).
             let n = tokio::select! {
-                n = listener.recv() => n?,
+                n = listener.try_recv() => match n? {
+                    Some(n) => n,
+                    None => {
+                        tracing::warn!("notification listener lost its connection; listening again");
+                        keys.listening(None);
+                        break;
+                    }
+                },
                 _ = &mut refresh => break,
                 _ = stop.cancelled() => return Ok(()),
             };

@@ -81,8 +81,9 @@ async fn parse_saga(
             },
             "callback_url" => match v {
                 Value::Null => {}
+                // Stored as the URL library writes it (see `parse_job`).
                 Value::String(u) => match urlguard::check(u, state.allow_private_targets).await {
-                    Ok(_) => saga.callback_url = Some(u.clone()),
+                    Ok(url) => saga.callback_url = Some(url.to_string()),
                     Err(e) => errs.push(FieldError::new("callback_url", e.to_string())),
                 },
                 _ => errs.push(FieldError::new("callback_url", "must be a URL string")),

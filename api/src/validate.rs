@@ -232,8 +232,10 @@ pub async fn parse_job(
 
     let callback_url = match obj.get("callback_url") {
         None | Some(Value::Null) => None,
+        // Stored as the URL library writes it: one form per URL (lowercased host, no default
+        // port, escaped userinfo), so the origin its callbacks are limited by is its host's.
         Some(Value::String(u)) => match urlguard::check(u, rules.allow_private_targets).await {
-            Ok(_) => Some(u.clone()),
+            Ok(url) => Some(url.to_string()),
             Err(e) => {
                 errs.push(FieldError::new(f("callback_url"), e.to_string()));
                 None

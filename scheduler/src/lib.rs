@@ -206,6 +206,19 @@ impl Scheduler {
             tracing::warn!(republished, after = ?self.cfg.requeue_stale_after, "published long-queued jobs again");
             self.relay.kick();
         }
+        // Jobs held for a pause that is gone: a claim raced the resume (see
+        // `Store::set_queue_paused`), or a resume stopped before it released them all.
+        let released = self
+            .store
+            .release_held(None, conveyor_core::store::Tenants::All)
+            .await?;
+        if released > 0 {
+            tracing::info!(
+                released,
+                "published again jobs held for a pause that is gone"
+            );
+            self.relay.kick();
+        }
         Ok(())
     }
 }

@@ -387,3 +387,43 @@ async fn a_revoked_key_is_refused_by_every_api_process_within_a_second() {
     two.stop().await;
     app.stop().await;
 }
+
+/// A key revoked while an API process's notification listener was disconnected (so the
+/// announcement never reached it) is still refused within moments: a lost connection empties
+/// the key cache. (sqlx's `recv` used to reconnect silently, keeping keys cached for 30 s.)
+#[tokio::test]
+async fn a_revocation_missed_while_the_listener_reconnects_still_holds() {
+    let app = TestApp::start_with(conveyor::app::Roles::API, |_| {}).await;
+    let api = app.spawn_conveyor("api", &[]).await;
+    let key = app.key_for("acme", &[Scope::JobsRead]).await;
+    let http = reqwest::Client::new();
+    let status = |k: String| {
+        let req = http.get(format!("{}/v1/jobs", api.base)).bearer_auth(k);
+        async move { req.send().await.unwrap().status() }
+    };
+    assert_eq!(status(key.clone()).await, StatusCode::OK); // cached now
+                                                           // Cut every listener's connection, and revoke with no announcement at all.
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+    )
+    .execute(app.store.pool())
+    .await
+    .unwrap();
+    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE key_hash = $1")
+        .bind(conveyor_core::store::hash_key(&key))
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    let revoked = std::time::Instant::now();
+    while status(key.clone()).await != StatusCode::UNAUTHORIZED {
+        assert!(
+            revoked.elapsed() < std::time::Duration::from_secs(3),
+            "a revoked key still accepted after {:?}",
+            revoked.elapsed()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    api.stop().await;
+    app.stop().await;
+}

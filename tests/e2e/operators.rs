@@ -680,3 +680,38 @@ async fn an_operator_pauses_a_queue_for_every_tenant_and_reads_every_tenants_fig
     }
     app.stop().await;
 }
+
+/// A job held for a pause that is gone (a resume that stopped before releasing it, or a claim
+/// that raced the resume) is released by the scheduler's sweep.
+#[tokio::test]
+async fn a_job_held_for_a_pause_that_is_gone_is_released_by_the_sweep() {
+    let app = TestApp::start_with(Roles::ALL, |c| {
+        c.requeue_stale_after = Duration::from_secs(2); // the sweep runs every 500 ms
+    })
+    .await;
+    let (status, _) = app
+        .request(Method::POST, "/v1/queues/default/pause", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let job = app.submit(json!({"type": "echo"})).await;
+    wait_count(
+        &app,
+        &format!(
+            "SELECT count(*) FROM jobs WHERE id = '{}' AND held_at IS NOT NULL",
+            job.id
+        ),
+        1,
+        10,
+    )
+    .await;
+    // The pause goes without a resume's release, as if its process died right after.
+    sqlx::query("DELETE FROM queue_pauses")
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        app.wait_terminal(job.id, 15).await.status,
+        JobStatus::Succeeded
+    );
+    app.stop().await;
+}

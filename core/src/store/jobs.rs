@@ -364,8 +364,8 @@ impl Store {
     /// cancelled) are left alone and missing from the answer; a job already running under the
     /// same token is answered again. A queued job whose queue is paused for its tenant (or for
     /// every tenant) is not claimed either: it is marked held, its message may be dropped, and
-    /// the resume publishes it again. The pauses are read under `PAUSE_LOCK` (shared), so a
-    /// pause that has answered holds every later claim.
+    /// the resume publishes it again. The pauses are read under the pause locks (shared), so
+    /// a pause that has answered holds every later claim.
     pub async fn claim_jobs(
         &self,
         claims: &[Claim],
@@ -392,7 +392,7 @@ impl Store {
             .bind(&tokens)
             .bind(worker_id)
             .bind(millis(lease))
-            .bind(super::operators::PAUSE_LOCK)
+            .bind(super::operators::PAUSE_LOCK_CLASS)
             .fetch_all(&self.pool)
             .await?;
         Ok(rows

@@ -56,9 +56,10 @@ impl Tenants {
     }
 }
 
-/// Claims hold this advisory lock shared for their transaction (`conveyor_claim_jobs`),
-/// pauses exclusively: see `set_queue_paused`.
-pub(super) const PAUSE_LOCK: i64 = 0x636f_6e76_7061_7573; // "convpaus"
+/// The class of the pause locks (the first key of the two-key advisory locks): claims hold
+/// them shared for their transaction (`conveyor_claim_jobs`), pauses exclusively: see
+/// `set_queue_paused`.
+pub(super) const PAUSE_LOCK_CLASS: i32 = 0x7061_7573; // "paus"
 
 /// One queue as an operator sees it: the tenant's jobs in it (every tenant's, for an
 /// operator key), and whether it is paused.
@@ -306,12 +307,15 @@ impl Store {
     }
 
     /// Pauses (or resumes) a queue for one tenant's jobs or every tenant's; audited (an
-    /// operator's pause once, for every tenant to read). Once this has returned, no claim
-    /// starts a held job: claims hold `PAUSE_LOCK` shared and check the pauses under it, and
-    /// this takes it exclusively, so it waits for the claims in flight and the next ones see
-    /// it. A resume publishes again the jobs whose messages workers dropped while it held
-    /// them (see `claim_jobs`), unless another pause still holds them. Returns whether it
-    /// changed anything.
+    /// operator's pause once, for every tenant to read). Returns whether it changed anything.
+    ///
+    /// Once a pause has returned, no claim starts a held job: claims hold the pause locks of
+    /// their jobs' tenants (and the one for every tenant) shared and read the pauses under
+    /// them (`conveyor_claim_jobs`); a pause takes its own exclusively, so it waits for the
+    /// claims in flight and every later claim sees it. A resume needs no lock: it publishes
+    /// again the jobs workers held while the pause stood (`release_held`); a claim that read
+    /// the pause just before it went, and held a job after the release passed, is caught by
+    /// the scheduler's sweep.
     pub async fn set_queue_paused(
         &self,
         whose: Tenants,
@@ -319,14 +323,26 @@ impl Store {
         queue: &str,
         paused: bool,
     ) -> sqlx::Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(PAUSE_LOCK)
-            .execute(&mut *tx)
-            .await?;
         let tenant_id = whose.tenant_id();
-        let (changed, released) = if paused {
-            let inserted = sqlx::query(
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM queue_pauses
+                            WHERE queue = $1 AND tenant_id IS NOT DISTINCT FROM $2)",
+        )
+        .bind(queue)
+        .bind(tenant_id)
+        .fetch_one(&self.pool)
+        .await?;
+        if exists == paused {
+            return Ok(false); // as asked already: no lock, nothing to wait for
+        }
+        let mut tx = self.pool.begin().await?;
+        let changed = if paused {
+            sqlx::query("SELECT pg_advisory_xact_lock($1, conveyor_pause_lock_key($2))")
+                .bind(PAUSE_LOCK_CLASS)
+                .bind(tenant_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
                 "INSERT INTO queue_pauses (queue, tenant_id, key_id) VALUES ($1, $2, $3)
                  ON CONFLICT (queue, COALESCE(tenant_id, '00000000-0000-0000-0000-000000000000'))
                  DO NOTHING",
@@ -335,55 +351,87 @@ impl Store {
             .bind(tenant_id)
             .bind(key_id)
             .execute(&mut *tx)
-            .await?;
-            (inserted.rows_affected() == 1, 0)
+            .await?
         } else {
-            let deleted = sqlx::query(
+            sqlx::query(
                 "DELETE FROM queue_pauses WHERE queue = $1 AND tenant_id IS NOT DISTINCT FROM $2",
             )
             .bind(queue)
             .bind(tenant_id)
             .execute(&mut *tx)
-            .await?;
-            let released: i64 = sqlx::query_scalar(
+            .await?
+        }
+        .rows_affected()
+            == 1;
+        let audited: Option<Uuid> = if changed {
+            Some(
+                sqlx::query_scalar(
+                    "INSERT INTO audit_log (id, tenant_id, key_id, action, target, details)
+                     VALUES (conveyor_uuid_v7(), $1, $2, $3, $4, $5) RETURNING id",
+                )
+                .bind(tenant_id)
+                .bind(key_id)
+                .bind(if paused {
+                    "queue.paused"
+                } else {
+                    "queue.resumed"
+                })
+                .bind(queue)
+                .bind(serde_json::json!({"every_tenant": tenant_id.is_none()}))
+                .fetch_one(&mut *tx)
+                .await?,
+            )
+        } else {
+            None
+        };
+        tx.commit().await?;
+        if let (Some(entry), false) = (audited, paused) {
+            let released = self.release_held(Some(queue), whose).await?;
+            // A tenant's own figure only: an operator's entry is read by every tenant.
+            if tenant_id.is_some() {
+                sqlx::query(
+                    "UPDATE audit_log SET details = details || jsonb_build_object('jobs_released', $2::bigint)
+                     WHERE id = $1",
+                )
+                .bind(entry)
+                .bind(released as i64)
+                .execute(&self.pool)
+                .await?;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Publishes again queued jobs that workers held for a pause that no longer holds them
+    /// (of one queue and tenant, or of any), a thousand per statement. Returns how many.
+    pub async fn release_held(&self, queue: Option<&str>, whose: Tenants) -> sqlx::Result<u64> {
+        let mut released = 0;
+        loop {
+            let n: i64 = sqlx::query_scalar(
                 "WITH r AS (
                    UPDATE jobs j SET held_at = NULL, enqueued_at = now()
-                   WHERE j.status = 'queued' AND j.held_at IS NOT NULL AND j.queue = $1
-                     AND ($2::uuid IS NULL OR j.tenant_id = $2)
-                     AND NOT EXISTS (SELECT 1 FROM queue_pauses p WHERE p.queue = j.queue
-                                       AND (p.tenant_id IS NULL OR p.tenant_id = j.tenant_id))
+                   WHERE j.id = ANY (ARRAY(
+                       SELECT h.id FROM jobs h
+                       WHERE h.status = 'queued' AND h.held_at IS NOT NULL
+                         AND ($1::text IS NULL OR h.queue = $1)
+                         AND ($2::uuid IS NULL OR h.tenant_id = $2)
+                         AND NOT EXISTS (SELECT 1 FROM queue_pauses p WHERE p.queue = h.queue
+                                           AND (p.tenant_id IS NULL OR p.tenant_id = h.tenant_id))
+                       LIMIT 1000 FOR UPDATE SKIP LOCKED))
+                     AND j.status = 'queued' AND j.held_at IS NOT NULL
                    RETURNING j.id, j.queue),
                  o AS (INSERT INTO outbox (kind, routing_key, job_id) SELECT 'job', queue, id FROM r)
                  SELECT count(*) FROM r",
             )
             .bind(queue)
-            .bind(tenant_id)
-            .fetch_one(&mut *tx)
+            .bind(whose.tenant_id())
+            .fetch_one(&self.pool)
             .await?;
-            (deleted.rows_affected() == 1, released)
-        };
-        if changed {
-            sqlx::query(
-                "INSERT INTO audit_log (id, tenant_id, key_id, action, target, details)
-                 VALUES (conveyor_uuid_v7(), $1, $2, $3, $4, $5)",
-            )
-            .bind(tenant_id)
-            .bind(key_id)
-            .bind(if paused {
-                "queue.paused"
-            } else {
-                "queue.resumed"
-            })
-            .bind(queue)
-            .bind(serde_json::json!({
-                "every_tenant": tenant_id.is_none(),
-                "jobs_released": released,
-            }))
-            .execute(&mut *tx)
-            .await?;
+            released += n as u64;
+            if n < 1000 {
+                return Ok(released);
+            }
         }
-        tx.commit().await?;
-        Ok(changed)
     }
 
     /// Queued jobs per queue, across tenants (for the `conveyor_queue_depth` gauge).
