@@ -1077,3 +1077,65 @@ async fn one_tenants_slow_receivers_and_callbacks_hold_back_no_other_tenant() {
     assert_eq!(listed["data"].as_array().unwrap().len(), 3, "{listed}");
     app.stop().await;
 }
+
+/// A callback's host is read from its URL in SQL: every URL gives an origin (never NULL,
+/// which would fail the transaction that finishes the job, and with it the reaper's rescues),
+/// and the API stores URLs in one form per host, so a tenant cannot split one host into
+/// several to get round its limits.
+#[tokio::test]
+async fn every_callback_url_has_one_origin_per_host() {
+    let app = TestApp::start().await;
+    for (url, origin) in [
+        (
+            "https://user:pw@Example.COM:8443/cb?x=1",
+            "https://example.com:8443",
+        ),
+        ("http://127.0.0.1:9/cb", "http://127.0.0.1:9"),
+        ("https://a%40b@h.example/x", "https://h.example"),
+    ] {
+        let got: String = sqlx::query_scalar("SELECT conveyor_origin($1)")
+            .bind(url)
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
+        assert_eq!(got, origin, "{url}");
+    }
+    for unreadable in ["https:example.com/cb", " https://h/x", "https:\\\\h\\x", ""] {
+        let got: Option<String> = sqlx::query_scalar("SELECT conveyor_origin($1)")
+            .bind(unreadable)
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
+        assert!(
+            got.is_some_and(|o| o.starts_with("unreadable:")),
+            "{unreadable:?}"
+        );
+    }
+    // Stored as the URL library writes it: default port dropped, host lowercased.
+    let rx = Receiver::start().await;
+    let port = rx.base.rsplit(':').next().unwrap();
+    let job = app
+        .submit(
+            json!({"type": "echo", "callback_url": format!("HTTP://127.0.0.1:{port}/callback")}),
+        )
+        .await;
+    assert_eq!(
+        job.callback_url.as_deref(),
+        Some(format!("http://127.0.0.1:{port}/callback").as_str())
+    );
+    rx.wait_for("callback", 1, 30).await;
+    // A job stored with a URL in a form the origin cannot read still finishes (and cancels).
+    let stuck = app
+        .submit(json!({"type": "sleep", "payload": {"ms": 60000}}))
+        .await;
+    sqlx::query("UPDATE jobs SET callback_url = 'https:example.com/cb' WHERE id = $1")
+        .bind(stuck.id)
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    let (status, body) = app
+        .request(Method::POST, &format!("/v1/jobs/{}/cancel", stuck.id), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    app.stop().await;
+}
