@@ -191,9 +191,27 @@ pub async fn start(cfg: Config, roles: Roles, registry: Registry) -> anyhow::Res
     })
 }
 
+/// Refuses to go on with the development key when the database's secrets are sealed with a
+/// deployment key: a process (or a command) started without `CONVEYOR_SECRET_KEY` would seal
+/// new secrets with a key anyone can read, and could open none of the others.
+pub async fn check_keyring(store: &Store) -> anyhow::Result<()> {
+    if store.keyring().is_development() {
+        let ids = store.sealing_key_ids().await?;
+        if let Some(id) = ids.iter().find(|id| !store.keyring().opens(id)) {
+            anyhow::bail!(
+                "this database's signing secrets are sealed with a deployment key (id {id}): \
+                 set CONVEYOR_SECRET_KEY (and CONVEYOR_SECRET_KEY_PREVIOUS) as the other \
+                 processes have them"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Seals the signing secrets stored in clear or with a rotated-out key (see
 /// `Store::reseal_secrets`), and says so when the development key is what seals them.
 pub async fn seal_secrets(store: &Store) -> anyhow::Result<()> {
+    check_keyring(store).await?;
     if store.keyring().is_development() {
         tracing::warn!(
             "CONVEYOR_SECRET_KEY is not set: signing secrets are sealed with the development \
@@ -218,6 +236,9 @@ pub async fn seal_secrets(store: &Store) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Connections the metrics-only listener keeps open at once.
+const METRICS_MAX_CONNECTIONS: usize = 256;
+
 /// `GET /metrics` alone, for processes that do not serve the API.
 async fn serve_metrics(
     listener: TcpListener,
@@ -235,9 +256,10 @@ async fn serve_metrics(
         }),
     );
     tracing::info!(addr = %listener.local_addr()?, "metrics listening");
-    // The same connection limits as the API's listener: this one needs no key either.
+    // The API listener's limits, with room for the scrapers of a deployment only: this
+    // one needs no key either, and shares the open-file limit with the roles.
     let limits = conveyor_api::server::ConnectionLimits {
-        max_connections: conveyor_api::server::raise_open_files(cfg_max_connections),
+        max_connections: cfg_max_connections.min(METRICS_MAX_CONNECTIONS),
         header_timeout,
     };
     conveyor_api::server::serve(listener, app, limits, shutdown).await?;

@@ -118,8 +118,8 @@ enum KeysCommand {
         /// CONVEYOR_KEY_RATE_LIMIT.
         #[arg(long)]
         rate_limit: Option<u32>,
-        /// Over the API: the key stops working after this long (`30d`, `12h`).
-        #[arg(long, value_parser = humantime::parse_duration, requires = "name")]
+        /// The key stops working after this long (`30d`, `12h`).
+        #[arg(long, value_parser = humantime::parse_duration)]
         expires_in: Option<std::time::Duration>,
         #[command(flatten)]
         config: Config,
@@ -193,6 +193,7 @@ async fn command(command: Command) -> anyhow::Result<()> {
                     operator,
                     scopes,
                     rate_limit,
+                    expires_in,
                     config,
                     ..
                 },
@@ -205,6 +206,7 @@ async fn command(command: Command) -> anyhow::Result<()> {
             };
             let pool = db::connect_and_migrate(&config.database_url, 1).await?;
             let store = Store::new(pool, Arc::new(config.keyring()?));
+            app::check_keyring(&store).await?;
             let tenant_id = match tenant {
                 Some(name) => {
                     anyhow::ensure!(
@@ -215,11 +217,21 @@ async fn command(command: Command) -> anyhow::Result<()> {
                 }
                 None => OPERATORS_TENANT,
             };
-            let limit = rate_limit.filter(|r| *r > 0);
-            println!(
-                "{}",
-                store.create_key_limited(tenant_id, &scopes, limit).await?
-            );
+            let expires_at = expires_in
+                .map(|d| chrono::Duration::from_std(d).map(|d| chrono::Utc::now() + d))
+                .transpose()?;
+            let new = conveyor_core::store::NewKey {
+                name: if operator {
+                    "operator".into()
+                } else {
+                    String::new()
+                },
+                scopes,
+                expires_at,
+                rate_limit_per_second: rate_limit.filter(|r| *r > 0),
+                created_by: None,
+            };
+            println!("{}", store.make_key(tenant_id, &new).await?.1);
             Ok(())
         }
         Command::Keys(KeysArgs {

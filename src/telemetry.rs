@@ -156,6 +156,8 @@ impl opentelemetry_http::HttpClient for ReqwestOnTokio {
 /// `name=value`), with every control character escaped: a value that comes from a user (a
 /// job's error, a URL, a receiver's answer) can neither start a forged log line with a
 /// newline nor recolour the terminal with an escape sequence, whatever the call site wrote.
+/// A value with a space, `=` or `"` in it is quoted, so it cannot pass for fields of its own
+/// (`error=boom tenant_id=…`) either.
 struct EscapedFields;
 
 impl<'w> FormatFields<'w> for EscapedFields {
@@ -188,6 +190,18 @@ impl tracing::field::Visit for EscapingVisitor<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.write(field, &format!("{value:?}"));
     }
+
+    /// An error with its causes, as the default formatter writes it.
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        let mut text = value.to_string();
+        let mut source = value.source();
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        self.write(field, &text);
+    }
 }
 
 impl EscapingVisitor<'_> {
@@ -201,10 +215,18 @@ impl EscapingVisitor<'_> {
             " "
         };
         let name = field.name().trim_start_matches("r#");
-        self.result = if name == "message" {
-            write!(self.writer, "{sep}{}", Escaped(value))
-        } else {
-            write!(self.writer, "{sep}{name}={}", Escaped(value))
+        let quote = name != "message"
+            && (value.is_empty()
+                || value.contains(|c: char| c.is_whitespace() || c == '=' || c == '"'));
+        self.result = match (name, quote) {
+            ("message", _) => write!(self.writer, "{sep}{}", Escaped(value)),
+            // Debug quotes, and escapes the quotes and backslashes inside.
+            (_, true) => write!(
+                self.writer,
+                "{sep}{name}={}",
+                Escaped(&format!("{value:?}"))
+            ),
+            (_, false) => write!(self.writer, "{sep}{name}={}", Escaped(value)),
         };
     }
 }
@@ -242,5 +264,37 @@ mod tests {
         );
         assert!(!out.chars().any(char::is_control));
         assert_eq!(Escaped("plain: é ✓").to_string(), "plain: é ✓");
+    }
+
+    #[test]
+    fn a_value_cannot_pass_for_fields_of_its_own() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let out = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(super::EscapedFields)
+            .with_ansi(false)
+            .with_writer(move || buffer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let e = "boom tenant_id=someone-else";
+            tracing::info!(error = %e, plain = "ok", "attempt failed");
+        });
+        let line = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            line.contains(r#"attempt failed error="boom tenant_id=someone-else" plain=ok"#),
+            "{line}"
+        );
     }
 }

@@ -2,16 +2,16 @@
 //! request bearing a made-up key.
 //!
 //! - A verified key is cached for `TTL` while this process hears key changes (its LISTEN
-//!   connection is up: see `listener`); a revocation anywhere empties every process's cache
-//!   within moments. While it does not hear them, a cached key stands for `UNHEARD_TTL` only,
-//!   so a revocation still holds within a second.
-//! - Text that is not shaped like a key is refused without a lookup; a key that failed is
-//!   refused from memory for `UNKNOWN_TTL`.
-//! - A key whose prefix no live key has (the set is loaded when listening starts and grows as
-//!   keys are made) is almost surely made up: such keys are looked up at most
-//!   `UNKNOWN_PREFIX_LOOKUPS` times a second per process (room for a key made a moment ago
-//!   whose announcement has not arrived), so a flood of random keys costs the database
-//!   nothing that other tenants would feel.
+//!   connection is up: see `listener`); a revocation anywhere drops that key from every
+//!   process's cache within moments. While it does not hear them, a cached key stands for
+//!   `UNHEARD_TTL` only, so a revocation still holds within a second.
+//! - Every process knows the live keys by the first 16 bytes of their hashes (loaded when
+//!   listening starts, grown as keys are made): a key not among them is made up, and is
+//!   refused without a lookup, save `UNKNOWN_LOOKUPS` a second per process (room for a key
+//!   made a moment ago whose announcement has not arrived). So a flood of made-up keys, even
+//!   with a real key's prefix, costs the database nothing that other tenants would feel.
+//! - Text not shaped like a key is refused without a lookup; a key that failed is refused
+//!   from memory for `UNKNOWN_TTL`.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -22,7 +22,7 @@ use std::{
 
 use chrono::Utc;
 use conveyor_core::{
-    store::{hash_key, key_prefix, looks_like_key, VerifiedKey},
+    store::{hash_key, looks_like_key, LIVE_HASH_BYTES},
     Principal, Scope, Store,
 };
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -32,8 +32,17 @@ use crate::problem::Problem;
 const TTL: Duration = Duration::from_secs(30);
 const UNHEARD_TTL: Duration = Duration::from_secs(1);
 const UNKNOWN_TTL: Duration = Duration::from_secs(5);
-const UNKNOWN_PREFIX_LOOKUPS: u32 = 20;
+const UNKNOWN_LOOKUPS: u32 = 20;
 const MAX_ENTRIES: usize = 10_000;
+
+/// The part of a key's hash the live set holds.
+type LiveHash = [u8; LIVE_HASH_BYTES];
+
+fn live_hash(hash: &[u8]) -> LiveHash {
+    hash[..LIVE_HASH_BYTES]
+        .try_into()
+        .expect("a SHA-256 is longer than that")
+}
 
 /// The verified caller of a request.
 pub struct Auth(pub Principal);
@@ -50,29 +59,29 @@ impl Auth {
 
 pub struct KeyCache {
     state: Mutex<State>,
-    unknown_prefix_lookups: DefaultDirectRateLimiter,
+    unknown_lookups: DefaultDirectRateLimiter,
 }
 
 #[derive(Default)]
 struct State {
-    /// Bumped whenever cached keys are dropped: a lookup that began before must not cache
-    /// what it found (the key may have been revoked meanwhile).
+    /// Bumped whenever a cached key is dropped for a change: a lookup that began before must
+    /// not cache what it found (the key may have been revoked meanwhile).
     generation: u64,
     /// Whether key changes are heard now.
     listening: bool,
     /// Keyed by the key's hash, so the cache holds no key in clear.
-    known: HashMap<Vec<u8>, (VerifiedKey, Instant)>,
+    known: HashMap<Vec<u8>, (Principal, Instant)>,
     unknown: HashMap<Vec<u8>, Instant>,
-    /// The prefixes of live keys, while listening.
-    prefixes: Option<HashSet<String>>,
+    /// The live keys, while listening.
+    live: Option<HashSet<LiveHash>>,
 }
 
 impl Default for KeyCache {
     fn default() -> Self {
         Self {
             state: Mutex::default(),
-            unknown_prefix_lookups: RateLimiter::direct(Quota::per_second(
-                NonZeroU32::new(UNKNOWN_PREFIX_LOOKUPS).expect("not zero"),
+            unknown_lookups: RateLimiter::direct(Quota::per_second(
+                NonZeroU32::new(UNKNOWN_LOOKUPS).expect("not zero"),
             )),
         }
     }
@@ -87,10 +96,10 @@ impl KeyCache {
         let generation = {
             let mut s = self.state.lock().unwrap();
             let ttl = if s.listening { TTL } else { UNHEARD_TTL };
-            if let Some((k, at)) = s.known.get(&hash) {
+            if let Some((p, at)) = s.known.get(&hash) {
                 if at.elapsed() < ttl {
-                    if k.expires_at.is_none_or(|e| e > Utc::now()) {
-                        return Ok(Some(k.principal.clone()));
+                    if p.expires_at.is_none_or(|e| e > Utc::now()) {
+                        return Ok(Some(p.clone()));
                     }
                     s.known.remove(&hash);
                     return Ok(None); // expired
@@ -103,10 +112,10 @@ impl KeyCache {
                 return Ok(None);
             }
             let unheard_of = s
-                .prefixes
+                .live
                 .as_ref()
-                .is_some_and(|p| !p.contains(key_prefix(key)));
-            if unheard_of && self.unknown_prefix_lookups.check().is_err() {
+                .is_some_and(|live| !live.contains(&live_hash(&hash)));
+            if unheard_of && self.unknown_lookups.check().is_err() {
                 return Ok(None);
             }
             s.generation
@@ -121,49 +130,66 @@ impl KeyCache {
                 s.unknown.clear();
             }
             match &found {
-                Some(k) => {
-                    s.known.insert(hash, (k.clone(), Instant::now()));
-                    if let Some(p) = s.prefixes.as_mut() {
-                        p.insert(key_prefix(key).to_owned());
+                Some(p) => {
+                    if let Some(live) = s.live.as_mut() {
+                        live.insert(live_hash(&hash));
                     }
+                    s.known.insert(hash, (p.clone(), Instant::now()));
                 }
                 None => {
                     s.unknown.insert(hash, Instant::now());
                 }
             }
         }
-        Ok(found.map(|k| k.principal))
+        Ok(found)
     }
 
-    /// A key was revoked somewhere: drop every cached key.
-    pub fn revoked(&self) {
+    /// A key was revoked somewhere (`hash`: its hash, when the announcement names it): it is
+    /// dropped, and no lookup in flight may cache it again.
+    pub fn revoked(&self, hash: Option<&[u8]>) {
         let mut s = self.state.lock().unwrap();
         s.generation += 1;
-        s.known.clear();
-    }
-
-    /// A key was made somewhere: its prefix is live.
-    pub fn created(&self, prefix: &str) {
-        if let Some(p) = self.state.lock().unwrap().prefixes.as_mut() {
-            p.insert(prefix.to_owned());
+        match hash {
+            Some(h) if h.len() > LIVE_HASH_BYTES => {
+                s.known.remove(h);
+                if let Some(live) = s.live.as_mut() {
+                    live.remove(&live_hash(h));
+                }
+            }
+            _ => s.known.clear(),
         }
     }
 
-    /// Key changes are heard from now on (with the live prefixes read after listening began),
-    /// or no longer are (`None`). Either way what is cached may have missed a change.
-    pub fn listening(&self, prefixes: Option<HashSet<String>>) {
+    /// A key was made somewhere (`hash`: the first bytes of its hash): it is live.
+    pub fn created(&self, hash: &[u8]) {
+        if hash.len() == LIVE_HASH_BYTES {
+            if let Some(live) = self.state.lock().unwrap().live.as_mut() {
+                live.insert(live_hash(hash));
+            }
+        }
+    }
+
+    /// Key changes are heard from now on (with the live keys read after listening began), or
+    /// no longer are (`None`). Either way what is cached may have missed a change.
+    pub fn listening(&self, live: Option<Vec<Vec<u8>>>) {
         let mut s = self.state.lock().unwrap();
         s.generation += 1;
         s.known.clear();
-        s.listening = prefixes.is_some();
-        s.prefixes = prefixes;
+        s.listening = live.is_some();
+        s.live = live.map(|hashes| {
+            hashes
+                .iter()
+                .filter(|h| h.len() >= LIVE_HASH_BYTES)
+                .map(|h| live_hash(h))
+                .collect()
+        });
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use conveyor_core::store::generate_key;
+    use conveyor_core::store::{generate_key, hash_key};
 
     /// A store whose database cannot be reached: any lookup fails (503), so a test sees
     /// exactly which verifications went to the database.
@@ -199,11 +225,25 @@ mod tests {
             .map(|s| s.to_string())
             .collect();
         assert_eq!(lookups(&cache, &store, &garbage).await, 0);
-        // Without the live prefixes (not listening), every new key is looked up...
+        // Without the live keys (not listening), every new key is looked up...
         assert_eq!(lookups(&cache, &store, &flood[..50]).await, 50);
-        // ...with them, a key of an unheard-of prefix only within a small budget.
-        cache.listening(Some(HashSet::from(["cvy_00000000".to_owned()])));
+        // ...with them, a key not among them only within a small budget, even one that
+        // shares a live key's prefix.
+        let live = generate_key();
+        cache.listening(Some(vec![hash_key(&live)]));
         let went = lookups(&cache, &store, &flood).await;
         assert!(went <= 30, "{went} of 500 made-up keys were looked up");
+        let same_prefix: Vec<String> = flood
+            .iter()
+            .map(|k| format!("{}{}", &live[..12], &k[12..]))
+            .collect();
+        std::thread::sleep(Duration::from_secs(2)); // the budget refills
+        let went = lookups(&cache, &store, &same_prefix).await;
+        assert!(
+            went <= 60,
+            "{went} of 500 keys with a live prefix were looked up"
+        );
+        // The live key itself is looked up (and fails here only because the store is down).
+        assert!(cache.verify(&store, &live).await.is_err());
     }
 }

@@ -31,17 +31,20 @@ pub fn router() -> Router<AppState> {
         .route("/v1/keys/{id}", delete(revoke))
 }
 
-/// A key to make: never with more scopes than the key making it, nor a higher rate.
+/// A key to make: never with more scopes than the key making it, nor a higher rate, nor a
+/// later expiry.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateKey {
     /// What the key is for, to tell keys apart (1 to 100 characters).
     #[schema(min_length = 1, max_length = 100)]
     pub(crate) name: String,
-    /// Any of `jobs:write`, `jobs:read`, `webhooks:write`, `webhooks:read`, `admin`.
+    /// Any of `jobs:write`, `jobs:read`, `webhooks:write`, `webhooks:read`, `admin` (for an
+    /// operator key making one: `operator`).
     #[schema(min_items = 1)]
     pub(crate) scopes: Vec<String>,
-    /// When the key stops working (in the future); none: until revoked.
+    /// When the key stops working (in the future, and not after the key making it); none:
+    /// when the key making it does, or until revoked.
     pub(crate) expires_at: Option<DateTime<Utc>>,
     /// Requests per second for this key, per API process; at most the rate of the key making
     /// it. None: the deployment's default.
@@ -73,8 +76,7 @@ pub(crate) async fn create(
     auth: Auth,
     Typed(body): Typed<CreateKey>,
 ) -> ApiResult<Response> {
-    let p = auth.require(Scope::Admin)?;
-    let made = make_key(&state, p, body).await?;
+    let made = make_key(&state, &auth.0, body).await?;
     Ok(located(
         StatusCode::CREATED,
         format!("/v1/keys/{}", made.info.id),
@@ -89,9 +91,7 @@ pub(crate) async fn make_key(
     p: &Principal,
     body: CreateKey,
 ) -> ApiResult<CreatedKey> {
-    if !p.has(Scope::Admin) {
-        return Err(Problem::forbidden(Scope::Admin.as_str()));
-    }
+    may_manage_keys(p)?;
     let mut errors = Vec::new();
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
@@ -122,6 +122,14 @@ pub(crate) async fn make_key(
     if body.expires_at.is_some_and(|t| t <= Utc::now()) {
         errors.push(FieldError::new("expires_at", "must be in the future"));
     }
+    if let (Some(asked), Some(own)) = (body.expires_at, p.expires_at) {
+        if asked > own {
+            errors.push(FieldError::new(
+                "expires_at",
+                format!("must not be after the key making it expires ({own})"),
+            ));
+        }
+    }
     let own_rate = p
         .rate_limit_per_second
         .unwrap_or(state.rate_limits.default_rate());
@@ -139,12 +147,13 @@ pub(crate) async fn make_key(
     if !errors.is_empty() {
         return Err(Problem::validation(errors));
     }
-    // Without a rate of its own, a key made by a limited key is limited as that key is.
+    // Without a rate or an expiry of its own, a key made by a limited key is limited as that
+    // key is: no key outlives, or outruns, the key that made it.
     let rate = body.rate_limit_per_second.or(p.rate_limit_per_second);
     let new = NewKey {
         name: name.to_owned(),
         scopes,
-        expires_at: body.expires_at,
+        expires_at: body.expires_at.or(p.expires_at),
         rate_limit_per_second: rate,
         created_by: Some(p.key_id),
     };
@@ -170,7 +179,8 @@ pub(crate) async fn list(
     auth: Auth,
     QueryPairs(q): QueryPairs,
 ) -> ApiResult<Json<Value>> {
-    let p = auth.require(Scope::Admin)?;
+    let p = &auth.0;
+    may_manage_keys(p)?;
     let (limit, before) = paging(&q, |_, _| None)?;
     let keys = state
         .store
@@ -201,9 +211,7 @@ pub(crate) async fn revoke(
 
 /// Revokes one of the principal's tenant's keys (the API's route and the console's button).
 pub(crate) async fn revoke_key(state: &AppState, p: &Principal, id: Uuid) -> ApiResult<KeyInfo> {
-    if !p.has(Scope::Admin) {
-        return Err(Problem::forbidden(Scope::Admin.as_str()));
-    }
+    may_manage_keys(p)?;
     if id == p.key_id {
         return Err(Problem::conflict(
             "a key cannot revoke itself: revoke it with another admin key",
@@ -214,4 +222,14 @@ pub(crate) async fn revoke_key(state: &AppState, p: &Principal, id: Uuid) -> Api
         .revoke_key(p.tenant_id, id, p.key_id)
         .await?
         .ok_or_else(|| Problem::not_found("no such key"))
+}
+
+/// A tenant's admin manages its tenant's keys; an operator key, the operators' (so operator
+/// keys, too, can be listed, made with an expiry and revoked without editing the database).
+fn may_manage_keys(p: &Principal) -> Result<(), Problem> {
+    if p.has(Scope::Admin) || p.is_operator() {
+        Ok(())
+    } else {
+        Err(Problem::forbidden(Scope::Admin.as_str()))
+    }
 }

@@ -3,7 +3,7 @@
 //! moments). While it is down, long-polls re-read their jobs on a timer and cached keys stand
 //! for a second only; every reconnection starts from a clean slate.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use conveyor_core::store::{JOB_FINISHED_CHANNEL, KEYS_CHANNEL};
 use conveyor_core::Store;
@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use crate::{auth::KeyCache, waiters::Waiters};
 
-/// How often the live key prefixes are read again in full (revoked and expired keys leave
-/// the set; made ones join it at once).
+/// How often the live keys are read again in full (revoked and expired keys leave the set;
+/// made ones join it at once).
 const PREFIX_REFRESH: Duration = Duration::from_secs(300);
 
 pub async fn run(
@@ -47,8 +47,7 @@ async fn listen(
         .await?;
     loop {
         // Read after listening began, so no key made meanwhile is missed.
-        let prefixes: HashSet<String> = store.live_key_prefixes().await?.into_iter().collect();
-        keys.listening(Some(prefixes));
+        keys.listening(Some(store.live_key_hashes().await?));
         let refresh = tokio::time::sleep(PREFIX_REFRESH);
         tokio::pin!(refresh);
         loop {
@@ -77,10 +76,15 @@ async fn listen(
                         waiters.finished(id);
                     }
                 }
-                _ => match n.payload().strip_prefix("created:") {
-                    Some(prefix) => keys.created(prefix),
-                    None => keys.revoked(),
-                },
+                _ => {
+                    let (change, hash) = n.payload().split_once(':').unwrap_or((n.payload(), ""));
+                    let hash = hex::decode(hash).ok();
+                    match (change, hash) {
+                        ("created", Some(h)) => keys.created(&h),
+                        // A revocation, or what this process cannot read: drop what may be stale.
+                        (_, h) => keys.revoked(h.as_deref()),
+                    }
+                }
             }
         }
     }

@@ -94,7 +94,7 @@ fn page_of<T>(
     let (mut data, mut bytes, mut last) = (Vec::new(), 0usize, None);
     for row in rows.iter().take(limit.max(0) as usize) {
         let v = to_value(row);
-        let len = serde_json::to_vec(&v).map_or(0, |b| b.len());
+        let len = conveyor_core::model::json_len(&v);
         if !data.is_empty() && bytes + len > MAX_PAGE_BYTES {
             break;
         }

@@ -17,6 +17,7 @@ pub mod retry;
 pub mod sealing;
 pub mod signing;
 pub mod store;
+pub mod token;
 pub mod trace;
 pub mod urlguard;
 pub mod webhook;

@@ -258,6 +258,8 @@ pub struct Principal {
     pub scopes: Vec<Scope>,
     /// The key's own request rate, if it has one (else the deployment's default).
     pub rate_limit_per_second: Option<u32>,
+    /// When the key stops working, if it ever does.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl Principal {
@@ -294,6 +296,23 @@ pub fn scrub_nul(v: &mut Value) {
     }
 }
 
+/// The length of a value as JSON text, without writing it anywhere.
+pub fn json_len(v: &Value) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Counter(0);
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
+}
+
 /// Queue names become part of RabbitMQ queue names, so keep them to a safe alphabet.
 pub fn valid_queue_name(name: &str) -> bool {
     !name.is_empty()
@@ -326,6 +345,7 @@ mod tests {
             key_id: Uuid::nil(),
             scopes: vec![Scope::Admin],
             rate_limit_per_second: None,
+            expires_at: None,
         };
         assert!(Scope::ALL
             .iter()

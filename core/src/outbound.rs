@@ -8,6 +8,7 @@ use crate::guarded_dns::GuardedResolver;
 /// A client that follows no redirect (a redirect could lead past the URL guard) and resolves
 /// names through the guard, so the address connected to is the address checked.
 pub fn guarded_client(
+    user_agent: &str,
     allow_private_targets: bool,
     connect_timeout: Duration,
     timeout: Option<Duration>,
@@ -16,7 +17,7 @@ pub fn guarded_client(
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(connect_timeout)
         .dns_resolver(Arc::new(GuardedResolver::new(allow_private_targets)))
-        .user_agent(concat!("Conveyor/", env!("CARGO_PKG_VERSION")));
+        .user_agent(user_agent);
     if let Some(t) = timeout {
         builder = builder.timeout(t);
     }
@@ -50,7 +51,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_call_is_described_without_its_url() {
-        let client = guarded_client(true, Duration::from_secs(2), None);
+        let client = guarded_client("test", true, Duration::from_secs(2), None);
         // Nothing listens on port 9.
         let url = "http://user:hunter2@127.0.0.1:9/path?token=s3cr3t";
         let e = client.get(url).send().await.unwrap_err();

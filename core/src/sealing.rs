@@ -126,6 +126,13 @@ impl Keyring {
         &self.current.id
     }
 
+    /// Whether values sealed by the key of this id open here.
+    pub fn opens(&self, id: &str) -> bool {
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .any(|k| k.id == id)
+    }
+
     pub fn seal(&self, secret: &str) -> String {
         let mut nonce = [0u8; 24];
         rand::rngs::OsRng.fill_bytes(&mut nonce);

@@ -6,8 +6,8 @@
 //! ([`of_span`]), so the exported spans form one tree. Without the export these are no-ops
 //! and the hops pass the trace on with parent ids of their own ([`child`]).
 
+use crate::token::random_hex;
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
-use rand::RngCore;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The header's value when it is well formed (version 00, ids not all zeros), else `None`.
@@ -29,12 +29,6 @@ pub fn parse(value: &str) -> Option<String> {
         }
         _ => None,
     }
-}
-
-fn random_hex(bytes: usize) -> String {
-    let mut b = vec![0u8; bytes];
-    rand::rngs::OsRng.fill_bytes(&mut b);
-    hex::encode(b)
 }
 
 /// A new trace (sampled), for a submission that came without one.

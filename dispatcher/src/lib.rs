@@ -146,6 +146,7 @@ impl Inner {
 impl Dispatcher {
     pub fn new(cfg: DispatcherConfig, store: Store) -> Self {
         let http = conveyor_core::outbound::guarded_client(
+            concat!("Conveyor-Webhooks/", env!("CARGO_PKG_VERSION")),
             cfg.allow_private_targets,
             cfg.timeout.min(Duration::from_secs(5)),
             Some(cfg.timeout),
@@ -304,7 +305,12 @@ async fn deliver(
     abort: CancellationToken,
 ) {
     let started_at = Utc::now();
-    let attempted = if d.endpoint_enabled {
+    let attempted = if d.unopenable {
+        Attempted {
+            error: Some("not sent: its signing secret does not open (the key that sealed it is missing from CONVEYOR_SECRET_KEY_PREVIOUS)".into()),
+            ..Default::default()
+        }
+    } else if d.endpoint_enabled {
         // Moved, not copied: the body is not needed after the send.
         let body = std::mem::take(&mut d.body);
         tokio::select! {
@@ -343,7 +349,9 @@ async fn deliver(
         response: attempted.response.clone(),
         error: attempted.error.clone(),
         next: inner.cfg.next_step(&d, &attempted),
-        counts: d.endpoint_enabled && !attempted.permanent,
+        // Not the receiver's doing: a disabled endpoint, a URL refused, a secret that does
+        // not open here.
+        counts: d.endpoint_enabled && !attempted.permanent && !d.unopenable,
         gone: attempted.status_code == Some(410),
     };
     let mut backoff = reconnect_backoff();

@@ -427,3 +427,101 @@ async fn a_revocation_missed_while_the_listener_reconnects_still_holds() {
     api.stop().await;
     app.stop().await;
 }
+
+/// No key outlives the key that made it, and operator keys have a lifecycle too: an operator
+/// key lists, makes (with an expiry) and revokes operator keys over the API, and grants no
+/// tenant's scope.
+#[tokio::test]
+async fn keys_expire_no_later_than_their_maker_and_operator_keys_have_a_lifecycle() {
+    use reqwest::Method;
+    let app = TestApp::start_with(conveyor::app::Roles::API, |_| {}).await;
+    let tomorrow = chrono::Utc::now() + chrono::Duration::days(1);
+    let (_, maker) = app
+        .post(
+            "/v1/keys",
+            &json!({"name": "temporary admin", "scopes": ["admin"], "expires_at": tomorrow.to_rfc3339()}),
+        )
+        .await;
+    let maker = maker["key"].as_str().unwrap().to_owned();
+    let (status, made) = app
+        .request_as(
+            &maker,
+            Method::POST,
+            "/v1/keys",
+            Some(&json!({"name": "child", "scopes": ["jobs:read"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let inherited: chrono::DateTime<chrono::Utc> =
+        made["expires_at"].as_str().unwrap().parse().unwrap();
+    assert!((inherited - tomorrow).num_seconds().abs() <= 1, "{made}");
+    let later = (tomorrow + chrono::Duration::days(30)).to_rfc3339();
+    let (status, p) = app
+        .request_as(
+            &maker,
+            Method::POST,
+            "/v1/keys",
+            Some(&json!({"name": "outliver", "scopes": ["jobs:read"], "expires_at": later})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    assert_eq!(p["errors"][0]["field"], "expires_at");
+
+    let operator = app.operator_key().await;
+    let (status, other_op) = app
+        .request_as(
+            &operator,
+            Method::POST,
+            "/v1/keys",
+            Some(&json!({"name": "night shift", "scopes": ["operator"], "expires_at": tomorrow.to_rfc3339()})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{other_op}");
+    let (status, _) = app
+        .request_as(
+            &operator,
+            Method::POST,
+            "/v1/keys",
+            Some(&json!({"name": "sneaky", "scopes": ["admin"]})),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "an operator grants no tenant's scope"
+    );
+    let (status, listed) = app
+        .request_as(&operator, Method::GET, "/v1/keys", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let names: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"night shift"), "{listed}");
+    assert!(
+        !names.contains(&"temporary admin"),
+        "a tenant's key listed to the operator"
+    );
+    let (status, _) = app
+        .request_as(
+            &operator,
+            Method::DELETE,
+            &format!("/v1/keys/{}", other_op["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = app
+        .request_as(
+            other_op["key"].as_str().unwrap(),
+            Method::GET,
+            "/v1/queues",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    app.stop().await;
+}

@@ -207,6 +207,26 @@ async fn secrets_are_unreadable_in_a_dump_and_still_sign_after_a_restart_and_a_k
     let log = p.stop().await;
     assert!(!log.contains("do not open"), "{log}");
 
+    // Without the deployment key, nothing starts writing secrets sealed with the public
+    // development key, nor runs unable to open the others.
+    for args in [
+        &["keys", "create", "--tenant", "newcomer"][..],
+        &["migrate"][..],
+    ] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_conveyor"))
+            .args(args)
+            .env("DATABASE_URL", &app.config.database_url)
+            .env_remove("CONVEYOR_SECRET_KEY")
+            .output()
+            .await
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} ran without the key");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("set CONVEYOR_SECRET_KEY"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let hooks = rx.received("hooks");
     let callbacks = rx.received("callback");
     assert_eq!((hooks.len(), callbacks.len()), (3, 3));

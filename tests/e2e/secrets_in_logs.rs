@@ -171,7 +171,8 @@ async fn a_jobs_error_cannot_forge_a_log_line_or_reach_the_terminal_raw() {
         .lines()
         .find(|l| l.contains("attempt failed"))
         .unwrap_or_else(|| panic!("no `attempt failed` line in:\n{log}"));
-    assert!(line.contains(&format!("boom\\n{forged}\\r\\n")), "{line}");
+    // Quoted (it holds spaces), its newlines and escapes written out.
+    assert!(line.contains(r#"error="boom\n2026-01-01"#), "{line}");
     // ...and nothing it wrote starts a line of its own or holds a control character.
     assert!(!log.lines().any(|l| l.starts_with(forged)), "{log}");
     let raw = log

@@ -13,13 +13,7 @@ use uuid::Uuid;
 use crate::harness::TestApp;
 
 async fn key_id(app: &TestApp, key: &str) -> Uuid {
-    app.store
-        .find_key(key)
-        .await
-        .unwrap()
-        .unwrap()
-        .principal
-        .key_id
+    app.store.find_key(key).await.unwrap().unwrap().key_id
 }
 
 fn requests(rows: &Value, key: Uuid, class: &str) -> i64 {

@@ -1139,3 +1139,60 @@ async fn every_callback_url_has_one_origin_per_host() {
     assert_eq!(status, StatusCode::OK, "{body}");
     app.stop().await;
 }
+
+/// A signing secret this deployment cannot open (sealed with a key it lacks) sends nothing,
+/// and is not taken for the receiver's failure: the endpoint's health is untouched.
+#[tokio::test]
+async fn a_secret_that_does_not_open_is_not_the_endpoints_failure() {
+    let rx = Receiver::start().await;
+    let app = TestApp::start_with(Roles::ALL, |c| {
+        c.webhook_retry_schedule = vec![Duration::ZERO, Duration::from_millis(100)];
+        c.circuit_threshold = 1;
+    })
+    .await;
+    let (endpoint, _) = create_endpoint(&app, &rx.url("hooks"), Some(&["thing.done"])).await;
+    let foreign = conveyor_core::sealing::Keyring::new(
+        Some(&base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            [7u8; 32],
+        )),
+        &[],
+    )
+    .unwrap()
+    .seal("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+    sqlx::query("UPDATE endpoints SET secret = $2 WHERE id = $1")
+        .bind(endpoint)
+        .bind(foreign)
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    publish(&app, "thing.done", json!({})).await;
+    let id = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(d) = deliveries(&app, endpoint).await.first() {
+                break d["id"].as_str().unwrap().to_owned();
+            }
+            assert!(Instant::now() < deadline, "no delivery made");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let failed = wait_delivery(&app, &id, 30, status_is("failed")).await;
+    assert!(
+        failed["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("does not open"),
+        "{failed}"
+    );
+    assert!(rx.received("hooks").is_empty(), "something was sent");
+    let (failures, circuit): (i32, Option<chrono::DateTime<chrono::Utc>>) = sqlx::query_as(
+        "SELECT consecutive_failures, circuit_open_until FROM endpoints WHERE id = $1",
+    )
+    .bind(endpoint)
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!((failures, circuit), (0, None));
+    app.stop().await;
+}

@@ -132,6 +132,7 @@ impl Worker {
             async move { record_batch(&store, &reqs).await }
         });
         let http = conveyor_core::outbound::guarded_client(
+            concat!("Conveyor/", env!("CARGO_PKG_VERSION")),
             cfg.allow_private_targets,
             Duration::from_secs(10),
             None,

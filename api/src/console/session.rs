@@ -18,9 +18,11 @@ use axum::{
     http::{header, request::Parts, HeaderMap, HeaderValue},
     response::{Html, IntoResponse, Redirect, Response},
 };
-use conveyor_core::{Principal, Scope};
+use conveyor_core::{
+    token::{random_hex, same},
+    Principal, Scope,
+};
 use maud::html;
-use rand::RngCore;
 
 use super::{layout, query, Query, UiError, UiResult};
 use crate::{problem::Problem, AppState};
@@ -52,7 +54,7 @@ impl FromRequestParts<AppState> for Operator {
         let Some(session) = session else {
             return Err(Redirect::to("/ui/login").into_response());
         };
-        let principal = session.key.principal;
+        let principal = session.principal;
         tracing::Span::current().record("tenant_id", tracing::field::display(principal.tenant_id));
         // The console is the API in another form: the key's request rate holds here too.
         state
@@ -143,24 +145,9 @@ fn forged() -> Problem {
     Problem::forbidden("a form of this console (its token is missing or stale: reload the page)")
 }
 
-/// Comparison in time that does not depend on where two tokens differ.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
 /// Session ids and tokens are 64 hex digits: anything else is not one.
 fn is_token(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-fn random_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    hex::encode(bytes)
 }
 
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -222,7 +209,7 @@ pub async fn login_page(State(state): State<AppState>, headers: HeaderMap, q: Qu
     let q = query(&q);
     // The sign-in form's own token, also set as a cookie: a form posted from elsewhere
     // cannot know it.
-    let token = random_token();
+    let token = random_hex(32);
     let body = html! {
         h1 { "Conveyor" }
         p { "Sign in with an API key (" code { "conveyor keys create" } ")." }

@@ -54,6 +54,11 @@ pub struct ClaimedDelivery {
     pub previous_secret: Option<String>,
     /// The trace of the job that raised it, if any.
     pub traceparent: Option<String>,
+    /// Its signing secret does not open: the key that sealed it is missing here. Nothing is
+    /// sent; the attempt takes its place in the retry schedule but counts nothing against the
+    /// endpoint's health (it is not the receiver's doing).
+    #[sqlx(skip)]
+    pub unopenable: bool,
 }
 
 /// What to do with a delivery after an attempt.
@@ -228,10 +233,11 @@ impl Store {
             .await?;
         tx.commit().await?;
         // Opened here, held only as long as the attempt. One that does not open (its key is
-        // missing) leaves no secret: the attempt fails and is retried once the key is back.
+        // missing) sends nothing and is tried again on its schedule.
         for d in &mut rows {
             d.secret = self.keyring.open(&d.secret).unwrap_or_else(|e| {
                 tracing::error!(delivery = %d.id, error = %e, "a signing secret does not open");
+                d.unopenable = true;
                 String::new()
             });
             d.previous_secret = d
@@ -332,7 +338,9 @@ impl Store {
                         "delivery.exhausted",
                         json!({
                             "delivery_id": a.id, "message_id": a.message_id, "kind": a.kind,
-                            "endpoint_id": a.endpoint_id, "event_type": a.event_type,
+                            // A callback host's row is Conveyor's own, never shown.
+                            "endpoint_id": (a.kind == "webhook").then_some(a.endpoint_id).flatten(),
+                            "event_type": a.event_type,
                             "attempts": a.attempts, "last_status_code": o.status_code,
                             "last_error": o.error,
                         }),

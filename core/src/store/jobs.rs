@@ -6,7 +6,7 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{millis, Store, JOB_FINISHED_CHANNEL};
-use crate::model::{Attempt, Job, JobStatus, NewJob};
+use crate::model::{json_len, Attempt, Job, JobStatus, NewJob};
 
 pub(super) const JOB_COLUMNS: &str =
     "id, type, queue, status, priority, payload, result, error, attempts, \
@@ -25,7 +25,8 @@ pub enum Detail {
     /// Without payload and result: a page costs the same whatever its jobs carry.
     Summary,
     /// With them, until about this many bytes of them are read (always at least one job):
-    /// ten 9 MB payloads must not become one 90 MB answer, nor 200 of them a process's memory.
+    /// ten 9 MB payloads must not become one 90 MB answer, nor 200 of them a process's memory
+    /// (nor a database's work: they are read a few at a time).
     Full { budget_bytes: usize },
 }
 
@@ -46,52 +47,58 @@ pub struct JobPage {
     pub cut_short: bool,
 }
 
-/// Reads rows one by one, stopping at the byte budget (see `Detail::Full`).
-pub(super) async fn read_page(
-    query: sqlx::query::QueryAs<'_, Postgres, JobRow, sqlx::postgres::PgArguments>,
-    pool: &sqlx::PgPool,
+/// Rows of a full page read per statement: few enough that a page stopped by its budget
+/// reads (and the database sends) little past it.
+const FULL_CHUNK: i64 = 8;
+
+/// Reads up to `limit` jobs older than `before`, newest first, with `fetch(before, limit)`:
+/// in one statement without payloads, or a few at a time with them, stopping at the byte
+/// budget (see `Detail::Full`). A query stopped halfway would still have its rows sent.
+pub(super) async fn read_page<F, Fut>(
     detail: Detail,
-) -> sqlx::Result<JobPage> {
-    use futures_util::TryStreamExt;
-    let budget = match detail {
-        Detail::Summary => usize::MAX,
-        Detail::Full { budget_bytes } => budget_bytes,
+    before: Option<Uuid>,
+    limit: i64,
+    fetch: F,
+) -> sqlx::Result<JobPage>
+where
+    F: Fn(Option<Uuid>, i64) -> Fut,
+    Fut: std::future::Future<Output = sqlx::Result<Vec<JobRow>>>,
+{
+    let Detail::Full { budget_bytes } = detail else {
+        let jobs = fetch(before, limit)
+            .await?
+            .into_iter()
+            .map(Job::from)
+            .collect();
+        return Ok(JobPage {
+            jobs,
+            cut_short: false,
+        });
     };
-    let mut rows = query.fetch(pool);
-    let (mut jobs, mut used) = (Vec::new(), 0usize);
-    while let Some(row) = rows.try_next().await? {
-        if detail != Detail::Summary {
+    let (mut jobs, mut used, mut cursor) = (Vec::new(), 0usize, before);
+    while (jobs.len() as i64) < limit {
+        let ask = FULL_CHUNK.min(limit - jobs.len() as i64);
+        let rows = fetch(cursor, ask).await?;
+        let got = rows.len() as i64;
+        for row in rows {
             used += json_len(&row.payload) + row.result.as_ref().map_or(0, json_len);
+            cursor = Some(row.id);
+            jobs.push(Job::from(row));
+            if used >= budget_bytes {
+                return Ok(JobPage {
+                    jobs,
+                    cut_short: true,
+                });
+            }
         }
-        jobs.push(Job::from(row));
-        if used >= budget {
-            return Ok(JobPage {
-                jobs,
-                cut_short: true,
-            });
+        if got < ask {
+            break;
         }
     }
     Ok(JobPage {
         jobs,
         cut_short: false,
     })
-}
-
-/// The length of a value as JSON text, without writing it anywhere.
-fn json_len(v: &Value) -> usize {
-    struct Counter(usize);
-    impl std::io::Write for Counter {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut c = Counter(0);
-    let _ = serde_json::to_writer(&mut c, v);
-    c.0
 }
 
 #[derive(sqlx::FromRow)]
@@ -286,14 +293,17 @@ impl Store {
              ORDER BY id DESC LIMIT $6",
             detail.columns()
         );
-        let query = sqlx::query_as(&sql)
-            .bind(tenant_id)
-            .bind(filter.status.map(JobStatus::as_str))
-            .bind(filter.queue.as_deref())
-            .bind(filter.job_type.as_deref())
-            .bind(before)
-            .bind(limit);
-        read_page(query, &self.pool, detail).await
+        read_page(detail, before, limit, |before, limit| {
+            sqlx::query_as(&sql)
+                .bind(tenant_id)
+                .bind(filter.status.map(JobStatus::as_str))
+                .bind(filter.queue.as_deref())
+                .bind(filter.job_type.as_deref())
+                .bind(before)
+                .bind(limit)
+                .fetch_all(&self.pool)
+        })
+        .await
     }
 
     /// The attempts of a job, or `None` when the tenant has no such job.

@@ -1,5 +1,4 @@
 use chrono::{DateTime, Utc};
-use rand::RngCore;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -11,9 +10,7 @@ const KEY_PREFIX: &str = "cvy_";
 
 /// A new random key (256 bits): `cvy_` followed by 64 hex digits.
 pub fn generate_key() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    format!("{KEY_PREFIX}{}", hex::encode(bytes))
+    format!("{KEY_PREFIX}{}", crate::token::random_hex(32))
 }
 
 /// Keys carry 256 bits of entropy, so one SHA-256 is enough: nothing to brute-force.
@@ -21,9 +18,14 @@ pub fn hash_key(key: &str) -> Vec<u8> {
     Sha256::digest(key.as_bytes()).to_vec()
 }
 
-/// The channel on which key changes are announced to every API process: `created:<prefix>`
-/// when a key is made, `revoked` when one is revoked.
+/// The channel on which key changes are announced to every API process: `created:<hex>` when
+/// a key is made (the first 16 bytes of its hash), `revoked:<hex>` when one is revoked (its
+/// whole hash).
 pub const KEYS_CHANNEL: &str = "conveyor_keys";
+
+/// How much of a key's hash the API processes keep to know it is live: 128 bits, so a
+/// made-up key matches one by chance never.
+pub const LIVE_HASH_BYTES: usize = 16;
 
 /// A key to make.
 #[derive(Debug, Clone)]
@@ -54,13 +56,6 @@ pub struct KeyInfo {
 
 const KEY_INFO_COLUMNS: &str =
     "id, name, prefix, scopes, rate_limit_per_second, created_at, last_used_at, expires_at, revoked_at";
-
-/// A key that verified: its principal, and until when it stands.
-#[derive(Debug, Clone)]
-pub struct VerifiedKey {
-    pub principal: Principal,
-    pub expires_at: Option<DateTime<Utc>>,
-}
 
 /// The prefix a key is shown and filtered by: `cvy_` and its first 8 hex digits.
 pub fn key_prefix(key: &str) -> &str {
@@ -152,7 +147,10 @@ impl Store {
         }
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(KEYS_CHANNEL)
-            .bind(format!("created:{}", info.prefix))
+            .bind(format!(
+                "created:{}",
+                hex::encode(&hash_key(&key)[..LIVE_HASH_BYTES])
+            ))
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -171,33 +169,40 @@ impl Store {
     }
 
     /// Revokes one of the tenant's keys (audited, naming `by`) and tells every API process to
-    /// drop its cached keys. `None` when the tenant has no such key; a key revoked already is
-    /// answered as it is.
+    /// drop it from its cache. `None` when the tenant has no such key; a key revoked already
+    /// is answered as it is.
     pub async fn revoke_key(
         &self,
         tenant_id: Uuid,
         id: Uuid,
         by: Uuid,
     ) -> sqlx::Result<Option<KeyInfo>> {
+        #[derive(sqlx::FromRow)]
+        struct Revoked {
+            #[sqlx(flatten)]
+            info: KeyInfo,
+            key_hash: Vec<u8>,
+        }
         let mut tx = self.pool.begin().await?;
-        let revoked: Option<KeyInfo> = sqlx::query_as(&format!(
+        let revoked: Option<Revoked> = sqlx::query_as(&format!(
             "UPDATE api_keys SET revoked_at = now()
              WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL
-             RETURNING {KEY_INFO_COLUMNS}"
+             RETURNING {KEY_INFO_COLUMNS}, key_hash"
         ))
         .bind(tenant_id)
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(info) = revoked else {
+        let Some(Revoked { info, key_hash }) = revoked else {
             tx.rollback().await?;
             return self
                 .one_of("api_keys", KEY_INFO_COLUMNS, tenant_id, id)
                 .await;
         };
         audit_key(&mut tx, tenant_id, by, "key.revoked", &info).await?;
-        sqlx::query("SELECT pg_notify($1, 'revoked')")
+        sqlx::query("SELECT pg_notify($1, $2)")
             .bind(KEYS_CHANNEL)
+            .bind(format!("revoked:{}", hex::encode(key_hash)))
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -205,7 +210,7 @@ impl Store {
     }
 
     /// The principal of a key that is known, not revoked and not expired.
-    pub async fn find_key(&self, key: &str) -> sqlx::Result<Option<VerifiedKey>> {
+    pub async fn find_key(&self, key: &str) -> sqlx::Result<Option<Principal>> {
         let row: Option<(Uuid, Uuid, Vec<String>, Option<i32>, Option<DateTime<Utc>>)> =
             sqlx::query_as(
                 "SELECT id, tenant_id, scopes, rate_limit_per_second, expires_at FROM api_keys
@@ -220,13 +225,14 @@ impl Store {
         }))
     }
 
-    /// The prefixes of every key that may verify (not revoked, not expired): a key whose
-    /// prefix is not among them is unknown without a lookup.
-    pub async fn live_key_prefixes(&self) -> sqlx::Result<Vec<String>> {
+    /// The first `LIVE_HASH_BYTES` of the hash of every key that may verify (not revoked, not
+    /// expired): a key not among them is unknown without a lookup.
+    pub async fn live_key_hashes(&self) -> sqlx::Result<Vec<Vec<u8>>> {
         sqlx::query_scalar(
-            "SELECT DISTINCT prefix FROM api_keys
+            "SELECT substring(key_hash FROM 1 FOR $1) FROM api_keys
              WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
         )
+        .bind(LIVE_HASH_BYTES as i32)
         .fetch_all(&self.pool)
         .await
     }
@@ -245,26 +251,24 @@ impl Store {
     }
 }
 
-/// A key row as a verified key.
+/// A key row as the principal it stands for.
 pub(super) fn principal_of(
     key_id: Uuid,
     tenant_id: Uuid,
     scopes: &[String],
     rate: Option<i32>,
     expires_at: Option<DateTime<Utc>>,
-) -> VerifiedKey {
-    VerifiedKey {
-        principal: Principal {
-            tenant_id,
-            key_id,
-            scopes: scopes
-                .iter()
-                .filter_map(|s| Scope::parse(s))
-                // Only the operators' tenant holds the operator scope, whatever a row says.
-                .filter(|s| *s != Scope::Operator || tenant_id == OPERATORS_TENANT)
-                .collect(),
-            rate_limit_per_second: rate.and_then(|r| u32::try_from(r).ok()),
-        },
+) -> Principal {
+    Principal {
+        tenant_id,
+        key_id,
+        scopes: scopes
+            .iter()
+            .filter_map(|s| Scope::parse(s))
+            // Only the operators' tenant holds the operator scope, whatever a row says.
+            .filter(|s| *s != Scope::Operator || tenant_id == OPERATORS_TENANT)
+            .collect(),
+        rate_limit_per_second: rate.and_then(|r| u32::try_from(r).ok()),
         expires_at,
     }
 }

@@ -101,15 +101,18 @@ impl Store {
              ORDER BY id DESC LIMIT $7",
             detail.columns()
         );
-        let query = sqlx::query_as(&sql)
-            .bind(tenant_id)
-            .bind(f.queue.as_deref())
-            .bind(f.job_type.as_deref())
-            .bind(f.since)
-            .bind(f.ids.as_deref())
-            .bind(before)
-            .bind(limit);
-        read_page(query, &self.pool, detail).await
+        read_page(detail, before, limit, |before, limit| {
+            sqlx::query_as(&sql)
+                .bind(tenant_id)
+                .bind(f.queue.as_deref())
+                .bind(f.job_type.as_deref())
+                .bind(f.since)
+                .bind(f.ids.as_deref())
+                .bind(before)
+                .bind(limit)
+                .fetch_all(&self.pool)
+        })
+        .await
     }
 
     /// The dead jobs that match, older than the keyset cursor `before` (all when `None`).

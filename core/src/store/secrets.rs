@@ -21,6 +21,20 @@ pub struct Resealed {
 }
 
 impl Store {
+    /// The ids of the keys that sealed the stored secrets.
+    pub async fn sealing_key_ids(&self) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT DISTINCT split_part(s, ':', 3) FROM (
+               SELECT secret AS s FROM webhook_endpoints
+               UNION ALL SELECT previous_secret FROM webhook_endpoints
+               UNION ALL SELECT callback_secret FROM tenants
+               UNION ALL SELECT callback_previous_secret FROM tenants) x
+             WHERE s LIKE 'sealed:v1:%'",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
     /// Seals with the current key every stored secret that is in clear or sealed with
     /// another key. Several processes may do this at once: rows are taken with SKIP LOCKED.
     pub async fn reseal_secrets(&self) -> sqlx::Result<Resealed> {

@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
-use rand::RngCore;
+use crate::token::random_hex;
 use uuid::Uuid;
 
-use super::{hash_key, keys::principal_of, millis, Store, VerifiedKey};
+use super::{hash_key, keys::principal_of, millis, Store};
+use crate::model::Principal;
 
 /// A session just opened: its id (for the cookie, shown this once) and its CSRF token.
 pub struct OpenedSession {
@@ -17,22 +18,16 @@ pub struct OpenedSession {
 
 /// A live session: its key's principal and the token its forms must carry.
 pub struct LiveSession {
-    pub key: VerifiedKey,
+    pub principal: Principal,
     pub csrf_token: String,
-}
-
-fn random_hex() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    hex::encode(bytes)
 }
 
 impl Store {
     /// Opens a session for a key, lasting `ttl`; sessions that expired are cleared on the way.
     pub async fn open_session(&self, key_id: Uuid, ttl: Duration) -> sqlx::Result<OpenedSession> {
         let opened = OpenedSession {
-            id: random_hex(),
-            csrf_token: random_hex(),
+            id: random_hex(32),
+            csrf_token: random_hex(32),
         };
         sqlx::query(
             "WITH gone AS (DELETE FROM console_sessions WHERE expires_at < now())
@@ -70,7 +65,7 @@ impl Store {
         .await?;
         Ok(row.map(
             |(key_id, tenant_id, scopes, rate, expires_at, csrf_token)| LiveSession {
-                key: principal_of(key_id, tenant_id, &scopes, rate, expires_at),
+                principal: principal_of(key_id, tenant_id, &scopes, rate, expires_at),
                 csrf_token,
             },
         ))
