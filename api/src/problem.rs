@@ -229,6 +229,12 @@ impl From<sqlx::Error> for Problem {
             tracing::warn!(error = %e, "PostgreSQL unavailable");
             return Problem::unavailable("the database is unavailable; try again shortly");
         }
+        if conveyor_core::db::is_transient(&e) {
+            tracing::warn!(error = %e, "a statement met concurrent work; the client may retry");
+            let mut p = Problem::unavailable("the request met concurrent work; try it again");
+            p.retry_after = Some(1);
+            return p;
+        }
         let data_exception = e
             .as_database_error()
             .and_then(|d| d.code())

@@ -124,8 +124,11 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
             "20261121",
             "--max-examples",
             "20",
+            // One worker: with two, CPython 3.11's AST recursion counter, shared between the
+            // threads, now and then made hypothesis fail with a SystemError of its own
+            // ("AST constructor recursion depth mismatch"), which was not about the API.
             "--workers",
-            "2",
+            "1",
         ])
         // Every check, but `positive_data_acceptance`: a schema-valid body can still be
         // refused on meaning (a callback URL that resolves to a private address, a cron

@@ -131,12 +131,38 @@ impl Store {
     }
 
     /// Deletes an endpoint with its deliveries. Whether it existed.
+    ///
+    /// Its deliveries go first, then the endpoint: the order in which dispatchers lock them
+    /// (a claim or an outcome takes deliveries, then their endpoint). Deleting the endpoint
+    /// first, with its deliveries by cascade, deadlocked against a dispatcher recording
+    /// outcomes for it. Two deletions of delivery rows in different orders can still meet; a
+    /// deadlock is tried again, a few times.
     pub async fn delete_endpoint(&self, tenant_id: Uuid, id: Uuid) -> sqlx::Result<bool> {
+        let mut tries = 0;
+        loop {
+            match self.delete_endpoint_once(tenant_id, id).await {
+                Err(e) if crate::db::is_transient(&e) && tries < 3 => tries += 1,
+                done => return done,
+            }
+        }
+    }
+
+    async fn delete_endpoint_once(&self, tenant_id: Uuid, id: Uuid) -> sqlx::Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM deliveries WHERE endpoint_id = $2 AND tenant_id = $1
+               AND EXISTS (SELECT 1 FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2)",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         let done = sqlx::query("DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
