@@ -76,9 +76,12 @@ impl RateLimits {
 pub struct Backlogs {
     per_tenant: u64,
     total: u64,
-    tenants: Mutex<HashMap<Uuid, (Instant, HashMap<String, i64>)>>,
-    queues: Mutex<Option<(Instant, HashMap<String, i64>)>>,
+    tenants: Mutex<HashMap<Uuid, Counts>>,
+    queues: Mutex<Option<Counts>>,
 }
+
+/// Queued jobs per queue, and when they were read.
+type Counts = (Instant, HashMap<String, i64>);
 
 /// Tenants whose counts are kept at most; past it they are all read again.
 const MAX_TENANTS: usize = 10_000;

@@ -122,11 +122,11 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
 fn is_public_v6(ip: Ipv6Addr) -> bool {
     let s = ip.segments();
     let global_unicast = (s[0] & 0xe000) == 0x2000;
-    global_unicast
-        && !((s[0] == 0x2001 && s[1] < 0x0200) // 2001::/23
-            || (s[0] == 0x2001 && s[1] == 0x0db8) // 2001:db8::/32
-            || s[0] == 0x2002 // 2002::/16
-            || (s[0] == 0x3fff && s[1] < 0x1000)) // 3fff::/20
+    // 2001::/23 and 2001:db8::/32; 2002::/16; 3fff::/20.
+    let special = (s[0] == 0x2001 && (s[1] < 0x0200 || s[1] == 0x0db8))
+        || s[0] == 0x2002
+        || (s[0] == 0x3fff && s[1] < 0x1000);
+    global_unicast && !special
 }
 
 #[cfg(test)]

@@ -211,18 +211,15 @@ impl Store {
 
     /// The principal of a key that is known, not revoked and not expired.
     pub async fn find_key(&self, key: &str) -> sqlx::Result<Option<Principal>> {
-        let row: Option<(Uuid, Uuid, Vec<String>, Option<i32>, Option<DateTime<Utc>>)> =
-            sqlx::query_as(
-                "SELECT id, tenant_id, scopes, rate_limit_per_second, expires_at FROM api_keys
-                 WHERE key_hash = $1 AND revoked_at IS NULL
-                   AND (expires_at IS NULL OR expires_at > now())",
-            )
-            .bind(hash_key(key))
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|(key_id, tenant_id, scopes, rate, expires_at)| {
-            principal_of(key_id, tenant_id, &scopes, rate, expires_at)
-        }))
+        let row: Option<KeyRow> = sqlx::query_as(
+            "SELECT id, tenant_id, scopes, rate_limit_per_second, expires_at FROM api_keys
+             WHERE key_hash = $1 AND revoked_at IS NULL
+               AND (expires_at IS NULL OR expires_at > now())",
+        )
+        .bind(hash_key(key))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(KeyRow::principal))
     }
 
     /// The first `LIVE_HASH_BYTES` of the hash of every key that may verify (not revoked, not
@@ -251,25 +248,34 @@ impl Store {
     }
 }
 
-/// A key row as the principal it stands for.
-pub(super) fn principal_of(
-    key_id: Uuid,
+/// What a key stands for, as stored.
+#[derive(sqlx::FromRow)]
+pub(super) struct KeyRow {
+    id: Uuid,
     tenant_id: Uuid,
-    scopes: &[String],
-    rate: Option<i32>,
+    scopes: Vec<String>,
+    rate_limit_per_second: Option<i32>,
     expires_at: Option<DateTime<Utc>>,
-) -> Principal {
-    Principal {
-        tenant_id,
-        key_id,
-        scopes: scopes
-            .iter()
-            .filter_map(|s| Scope::parse(s))
-            // Only the operators' tenant holds the operator scope, whatever a row says.
-            .filter(|s| *s != Scope::Operator || tenant_id == OPERATORS_TENANT)
-            .collect(),
-        rate_limit_per_second: rate.and_then(|r| u32::try_from(r).ok()),
-        expires_at,
+}
+
+impl KeyRow {
+    pub(super) fn principal(self) -> Principal {
+        let tenant_id = self.tenant_id;
+        Principal {
+            tenant_id,
+            key_id: self.id,
+            scopes: self
+                .scopes
+                .iter()
+                .filter_map(|s| Scope::parse(s))
+                // Only the operators' tenant holds the operator scope, whatever a row says.
+                .filter(|s| *s != Scope::Operator || tenant_id == OPERATORS_TENANT)
+                .collect(),
+            rate_limit_per_second: self
+                .rate_limit_per_second
+                .and_then(|r| u32::try_from(r).ok()),
+            expires_at: self.expires_at,
+        }
     }
 }
 

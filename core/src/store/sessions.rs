@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::token::random_hex;
 use uuid::Uuid;
 
-use super::{hash_key, keys::principal_of, millis, Store};
+use super::{hash_key, keys::KeyRow, millis, Store};
 use crate::model::Principal;
 
 /// A session just opened: its id (for the cookie, shown this once) and its CSRF token.
@@ -46,29 +46,26 @@ impl Store {
     /// The session of that id, while it and its key are valid (neither expired, the key not
     /// revoked).
     pub async fn session(&self, id: &str) -> sqlx::Result<Option<LiveSession>> {
-        let row: Option<(
-            Uuid,
-            Uuid,
-            Vec<String>,
-            Option<i32>,
-            Option<chrono::DateTime<chrono::Utc>>,
-            String,
-        )> = sqlx::query_as(
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            #[sqlx(flatten)]
+            key: KeyRow,
+            csrf_token: String,
+        }
+        let row: Option<Row> = sqlx::query_as(
             "SELECT k.id, k.tenant_id, k.scopes, k.rate_limit_per_second, k.expires_at,
-                        s.csrf_token
-                 FROM console_sessions s JOIN api_keys k ON k.id = s.key_id
-                 WHERE s.id_hash = $1 AND s.expires_at > now() AND k.revoked_at IS NULL
-                   AND (k.expires_at IS NULL OR k.expires_at > now())",
+                    s.csrf_token
+             FROM console_sessions s JOIN api_keys k ON k.id = s.key_id
+             WHERE s.id_hash = $1 AND s.expires_at > now() AND k.revoked_at IS NULL
+               AND (k.expires_at IS NULL OR k.expires_at > now())",
         )
         .bind(hash_key(id))
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(
-            |(key_id, tenant_id, scopes, rate, expires_at, csrf_token)| LiveSession {
-                principal: principal_of(key_id, tenant_id, &scopes, rate, expires_at),
-                csrf_token,
-            },
-        ))
+        Ok(row.map(|r| LiveSession {
+            principal: r.key.principal(),
+            csrf_token: r.csrf_token,
+        }))
     }
 
     /// Ends a session (signing out).
