@@ -27,7 +27,12 @@ use conveyor_core::{
 };
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
-use crate::problem::Problem;
+use axum::{
+    extract::FromRequestParts,
+    http::{header, request::Parts},
+};
+
+use crate::{http::problem::Problem, AppState};
 
 const TTL: Duration = Duration::from_secs(30);
 const UNHEARD_TTL: Duration = Duration::from_secs(1);
@@ -183,6 +188,40 @@ impl KeyCache {
                 .map(|h| live_hash(h))
                 .collect()
         });
+    }
+}
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            Problem::unauthorized("send an API key as Authorization: Bearer <key>")
+        })?;
+        let key = header
+            .to_str()
+            .ok()
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| {
+                Problem::unauthorized("the Authorization header must be Bearer <key>")
+            })?;
+        let principal = state
+            .keys
+            .verify(&state.store, key)
+            .await?
+            .ok_or_else(|| Problem::unauthorized("unknown or revoked API key"))?;
+        // On the request's span (see `request_span`): the tenant, never the key.
+        tracing::Span::current().record("tenant_id", tracing::field::display(principal.tenant_id));
+        state.rate_limits.check(&principal)?;
+        if let Some(route) = parts.extensions.get::<axum::extract::MatchedPath>() {
+            state.usage.count(&principal, route.as_str());
+        }
+        Ok(Auth(principal))
     }
 }
 

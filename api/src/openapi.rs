@@ -1,95 +1,56 @@
-//! `GET /openapi.json`: the API described from its handlers' own annotations.
-//!
-//! Each handler carries its `#[utoipa::path]` (method, path, parameters, success responses);
-//! the answers every route shares (401, 403, 429, 503, the body problems) are added here once,
-//! so that a route cannot forget them. Request bodies are parsed by hand for field-by-field
-//! errors, so their shapes are described by the schema-only types below; responses use the
-//! domain types themselves.
+//! The OpenAPI document: built from the routes as they are registered (each handler carries
+//! its `#[utoipa::path]`), finished here with what every route shares (the bearer scheme,
+//! the 401/403/429/503 and body problems), the rules the derives cannot state, what this
+//! deployment runs, the links between operations, and the `webhooks` Conveyor sends.
+//! Nothing here knows a handler: the routes come in through `utoipa_axum`.
 
-use std::collections::BTreeMap;
-
-use serde::Deserialize;
-use serde_json::Value;
+use axum::{
+    extract::State,
+    http::{header, HeaderMap},
+    response::{IntoResponse, Response},
+};
+use conveyor_types::{
+    events::{
+        DeliveryExhaustedEvent, DeliveryRecoveredEvent, EndpointDisabledEvent, JobEvent, SagaEvent,
+        TenantEvent,
+    },
+    jobs::Include,
+    FieldError, Problem,
+};
+use serde_json::{json, Value};
 use utoipa::{
     openapi::{
         self,
         header::HeaderBuilder,
         path::Operation,
-        response::{Response, ResponseBuilder},
+        response::{Response as OpenApiResponse, ResponseBuilder},
         security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme},
         Content, ObjectBuilder, Ref, RefOr, Type,
     },
-    Modify, OpenApi, ToSchema,
+    OpenApi,
 };
-use uuid::Uuid;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-use conveyor_core::{
-    model::Attempt,
-    store::{AuditEntry, KeyInfo, QueueStats},
-    webhook::{Delivery, DeliveryAttempt, Endpoint},
-    Job, JobStatus, JobTemplate, Schedule,
-};
-
-use crate::problem::FieldError;
+use crate::AppState;
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Conveyor",
         description = "Asynchronous jobs, sagas, cron schedules and signed webhooks. \
-            Authenticate with `Authorization: Bearer <key>`; errors are RFC 9457 problem+json.",
+            Authenticate with `Authorization: Bearer <key>`; errors are RFC 9457 problem+json. \
+            Every body and query is checked against the schema given here (a `422`, or a `400` \
+            for a query, names every field that breaks it); where an operation refuses what a \
+            schema cannot say (a job type this deployment does not run, a URL that resolves to \
+            a private address), its description says so.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
-    paths(
-        crate::healthz,
-        crate::readyz,
-        crate::metrics,
-        openapi_json,
-        crate::jobs::submit,
-        crate::jobs::list,
-        crate::jobs::submit_batch,
-        crate::jobs::get_job,
-        crate::jobs::attempts,
-        crate::jobs::cancel,
-        crate::operators::replay_one,
-        crate::operators::list_dead,
-        crate::operators::replay_bulk,
-        crate::operators::audit_log,
-        crate::operators::queues,
-        crate::operators::pause,
-        crate::operators::resume,
-        crate::sagas::submit,
-        crate::sagas::list,
-        crate::sagas::get_one,
-        crate::schedules::create,
-        crate::schedules::list,
-        crate::schedules::get_one,
-        crate::schedules::update,
-        crate::schedules::delete,
-        crate::schedules::trigger,
-        crate::webhooks::create_endpoint,
-        crate::webhooks::list_endpoints,
-        crate::webhooks::get_endpoint,
-        crate::webhooks::update_endpoint,
-        crate::webhooks::delete_endpoint,
-        crate::webhooks::rotate_secret,
-        crate::webhooks::list_deliveries,
-        crate::webhooks::recover,
-        crate::webhooks::publish_event,
-        crate::webhooks::get_delivery,
-        crate::webhooks::resend,
-        crate::webhooks::callback_secret,
-        crate::webhooks::rotate_callback_secret,
-        crate::usage::usage,
-        crate::keys::create,
-        crate::keys::list,
-        crate::keys::revoke,
-    ),
     components(schemas(
-        Problem, FieldError, Job, JobStatus, Attempt, JobTemplate, Schedule, Endpoint, Delivery,
-        DeliveryAttempt, AuditEntry, QueueStats, KeyInfo,
+        Problem, FieldError, JobEvent, SagaEvent, EndpointDisabledEvent, DeliveryRecoveredEvent,
+        DeliveryExhaustedEvent, TenantEvent,
+        // Query parameters' own types, which no body names.
+        Include,
     )),
-    modifiers(&SharedAnswers),
     tags(
         (name = "jobs", description = "Submit jobs and follow them"),
         (name = "keys", description = "A tenant's API keys: create, list, revoke"),
@@ -103,61 +64,108 @@ use crate::problem::FieldError;
 )]
 pub struct ApiDoc;
 
-/// The document for this deployment: the code's, with the job types and queues it knows as
-/// the only values a job's `type` and `queue` take, so that clients (and fuzzers) can tell a
-/// valid submission from the document alone.
-pub fn document(job_types: &[&str], queues: &[String]) -> Value {
-    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serialises");
-    let mut queue_values: Vec<Value> = queues.iter().map(|q| Value::from(q.as_str())).collect();
-    queue_values.push(Value::Null); // absent or null: the default queue
-    for schema in ["SubmitJob", "StepJob"] {
-        let props = &mut doc["components"]["schemas"][schema]["properties"];
-        props["type"]["enum"] = job_types.iter().map(|t| Value::from(*t)).collect();
-        props["queue"]["enum"] = Value::Array(queue_values.clone());
-    }
+/// This document's own route.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_openapi))
+}
+
+/// What the document says of the deployment it describes.
+pub struct Deployment<'a> {
+    pub job_types: &'a [&'a str],
+    pub queues: &'a [String],
+}
+
+/// The finished document of `api` (the routes' own, merged into `ApiDoc`).
+pub fn document(mut api: openapi::OpenApi, deployment: &Deployment<'_>) -> Value {
+    api.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    add_shared_answers(&mut api);
+    let mut doc = serde_json::to_value(&api).expect("the document serialises");
+    let schemas = doc["components"]["schemas"]
+        .as_object_mut()
+        .expect("the document has schemas");
+    conveyor_types::refine_schemas(schemas);
+    describe_deployment(&mut doc, deployment);
     link_created_resources(&mut doc);
+    doc["webhooks"] = webhooks();
     doc
+}
+
+/// Job types and queues are strings (a deployment adds types without its clients being
+/// generated again); the ones this deployment has are named in their descriptions.
+fn describe_deployment(doc: &mut Value, deployment: &Deployment<'_>) {
+    let types = format!(
+        " This deployment runs: {}.",
+        deployment
+            .job_types
+            .iter()
+            .map(|t| format!("`{t}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let queues = format!(
+        " This deployment has: {}.",
+        deployment
+            .queues
+            .iter()
+            .map(|q| format!("`{q}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for schema in ["SubmitJob", "JobSpec"] {
+        let props = &mut doc["components"]["schemas"][schema]["properties"];
+        for (field, more, values) in [
+            ("type", &types, json!(deployment.job_types)),
+            ("queue", &queues, json!(deployment.queues)),
+        ] {
+            let d = props[field]["description"].as_str().unwrap_or_default();
+            props[field]["description"] = Value::from(format!("{d}{more}"));
+            // Examples, not an enum: a client takes any string, a reader (and a fuzzer's
+            // example phase) sees what this deployment takes.
+            props[field]["examples"] = values;
+        }
+    }
 }
 
 /// OpenAPI links from each creating operation to the ones that take the created id, so that
 /// a client generator (or schemathesis's stateful phase) can follow them. (Written into the
 /// JSON: utoipa 5 serialises a link's `operationId` as `operation_id`.)
 fn link_created_resources(doc: &mut Value) {
-    const LINKS: [(&str, &str, &[&str]); 4] = [
+    const LINKS: [(&str, &str, &[&str]); 5] = [
         (
             "/v1/jobs",
             "202",
-            &["getJob", "listJobAttempts", "cancelJob", "replayJob"],
+            &["get_job", "list_job_attempts", "cancel_job", "replay_job"],
         ),
-        ("/v1/sagas", "202", &["getSaga"]),
+        ("/v1/sagas", "202", &["get_saga"]),
         (
             "/v1/schedules",
             "201",
             &[
-                "getSchedule",
-                "updateSchedule",
-                "deleteSchedule",
-                "triggerSchedule",
+                "get_schedule",
+                "update_schedule",
+                "delete_schedule",
+                "trigger_schedule",
             ],
         ),
         (
             "/v1/endpoints",
             "201",
             &[
-                "getEndpoint",
-                "updateEndpoint",
-                "deleteEndpoint",
-                "rotateEndpointSecret",
-                "listEndpointDeliveries",
-                "recoverEndpoint",
+                "get_endpoint",
+                "update_endpoint",
+                "delete_endpoint",
+                "rotate_endpoint_secret",
+                "list_endpoint_deliveries",
+                "recover_endpoint_deliveries",
             ],
         ),
+        ("/v1/keys", "201", &["revoke_key"]),
     ];
     for (path, status, targets) in LINKS {
         let links: serde_json::Map<String, Value> = targets
             .iter()
             .map(|t| {
-                let link = serde_json::json!({
+                let link = json!({
                     "operationId": t,
                     "parameters": {"id": "$response.body#/id"},
                 });
@@ -168,51 +176,116 @@ fn link_created_resources(doc: &mut Value) {
     }
 }
 
-/// This document.
-#[utoipa::path(get, operation_id = "openapi", path = "/openapi.json", tag = "health",
-    responses((status = 200, description = "The OpenAPI 3.1 document of this API", body = Object)))]
-pub(crate) async fn openapi_json(
-    axum::extract::State(state): axum::extract::State<crate::AppState>,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
+/// What Conveyor sends: every event type to subscribed endpoints, and callbacks.
+fn webhooks() -> Value {
+    let post = |summary: &str, schema: &str| {
+        json!({"post": {
+            "summary": summary,
+            "description": "Signed per Standard Webhooks: verify `webhook-signature` over \
+                `webhook-id.webhook-timestamp.body` with the endpoint's secret (a callback: \
+                the tenant's callback secret). Answer 2xx to take it; anything else is retried \
+                with backoff, and `410 Gone` disables the endpoint.",
+            "requestBody": {"required": true, "content": {"application/json": {
+                "schema": {"$ref": format!("#/components/schemas/{schema}")}}}},
+            "responses": {"2XX": {"description": "Taken"}},
+        }})
+    };
+    let mut hooks = serde_json::Map::new();
+    for t in ["job.succeeded", "job.dead", "job.cancelled"] {
+        hooks.insert(
+            t.into(),
+            post(&format!("`{t}`: a job finished"), "JobEvent"),
+        );
+    }
+    for t in ["saga.completed", "saga.compensated", "saga.failed"] {
+        hooks.insert(
+            t.into(),
+            post(&format!("`{t}`: a saga finished"), "SagaEvent"),
+        );
+    }
+    hooks.insert(
+        "endpoint.disabled".into(),
+        post("Conveyor disabled an endpoint", "EndpointDisabledEvent"),
+    );
+    hooks.insert(
+        "delivery.recovered".into(),
+        post(
+            "An endpoint whose deliveries failed took one again",
+            "DeliveryRecoveredEvent",
+        ),
+    );
+    hooks.insert(
+        "delivery.exhausted".into(),
+        post("A delivery ran out of attempts", "DeliveryExhaustedEvent"),
+    );
+    hooks.insert(
+        "tenant-event".into(),
+        post(
+            "An event the tenant published (`publish_event`), under its own type",
+            "TenantEvent",
+        ),
+    );
+    hooks.insert(
+        "job-callback".into(),
+        post(
+            "To a job's `callback_url` when it finishes: the job itself",
+            "Job",
+        ),
+    );
+    hooks.insert(
+        "saga-callback".into(),
+        post(
+            "To a saga's `callback_url` when it finishes: the saga itself",
+            "Saga",
+        ),
+    );
+    Value::Object(hooks)
+}
+
+/// This document, with this server's address.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "health",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", body = Object)),
+)]
+pub(crate) async fn get_openapi(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let mut doc = (*state.openapi).clone();
+    doc["servers"] = json!([{"url": state.public_url(&headers), "description": "This Conveyor"}]);
     (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        state.openapi.clone(),
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(&doc).unwrap_or_default(),
     )
         .into_response()
 }
 
 /// Adds what every route answers alike, and the bearer scheme for every `/v1` route.
-struct SharedAnswers;
-
-impl Modify for SharedAnswers {
-    fn modify(&self, doc: &mut openapi::OpenApi) {
-        doc.components
-            .get_or_insert_with(Default::default)
-            .add_security_scheme(
-                "bearer",
-                SecurityScheme::Http(
-                    HttpBuilder::new()
-                        .scheme(HttpAuthScheme::Bearer)
-                        .description(Some("An API key: `Authorization: Bearer <key>`"))
-                        .build(),
-                ),
-            );
-        for (path, item) in doc.paths.paths.iter_mut() {
-            let authenticated = path.starts_with("/v1/");
-            let has_path_param = path.contains('{');
-            for op in [
-                &mut item.get,
-                &mut item.post,
-                &mut item.put,
-                &mut item.patch,
-                &mut item.delete,
-            ]
-            .into_iter()
-            .flatten()
-            {
-                add_shared(op, authenticated, has_path_param);
-            }
+fn add_shared_answers(doc: &mut openapi::OpenApi) {
+    doc.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key: `Authorization: Bearer <key>`"))
+                    .build(),
+            ),
+        );
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let authenticated = path.starts_with("/v1/");
+        let has_path_param = path.contains('{');
+        for op in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            add_shared(op, authenticated, has_path_param);
         }
     }
 }
@@ -259,7 +332,7 @@ fn add_shared(op: &mut Operation, authenticated: bool, has_path_param: bool) {
     }
 }
 
-fn problem(description: &str, status: &str) -> Response {
+fn problem(description: &str, status: &str) -> OpenApiResponse {
     let mut r = ResponseBuilder::new().description(description).content(
         "application/problem+json",
         Content::new(Some(Ref::from_schema_name("Problem"))),
@@ -276,371 +349,64 @@ fn problem(description: &str, status: &str) -> Response {
     r.build()
 }
 
-// Schema-only types: what the hand-written parsers accept and some composite answers.
-
-/// An RFC 9457 problem.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(crate) struct Problem {
-    /// A URI naming the kind of problem.
-    #[schema(rename = "type")]
-    kind: String,
-    title: String,
-    status: u16,
-    detail: String,
-    /// For validation problems: every bad field with what is wrong with it.
-    errors: Option<Vec<FieldError>>,
-}
-
-/// A job to run. `type` must be a job type this deployment knows; `run_at` and
-/// `delay_seconds` exclude each other.
-#[derive(ToSchema, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub(crate) struct SubmitJob {
-    #[serde(rename = "type")]
-    job_type: String,
-    /// Any JSON; checked against the job type's schema where it has one.
-    payload: Option<Value>,
-    /// One of the deployment's queues (default `default`).
-    queue: Option<String>,
-    #[schema(minimum = -100, maximum = 100)]
-    priority: Option<i16>,
-    run_at: Option<chrono::DateTime<chrono::Utc>>,
-    #[schema(minimum = 0)]
-    delay_seconds: Option<i64>,
-    #[schema(minimum = 1)]
-    max_attempts: Option<i32>,
-    #[schema(minimum = 1)]
-    timeout_seconds: Option<i32>,
-    /// Called with the finished job, signed with the tenant's callback secret.
-    callback_url: Option<String>,
-    metadata: Option<Value>,
-    /// In a batch; single submissions may use the `Idempotency-Key` header instead.
-    idempotency_key: Option<String>,
-}
-
-/// A job as a saga step or a schedule's template: a submission without `run_at`,
-/// `delay_seconds` and `idempotency_key`.
-#[derive(ToSchema, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub(crate) struct StepJob {
-    #[serde(rename = "type")]
-    job_type: String,
-    payload: Option<Value>,
-    queue: Option<String>,
-    #[schema(minimum = -100, maximum = 100)]
-    priority: Option<i16>,
-    #[schema(minimum = 1)]
-    max_attempts: Option<i32>,
-    #[schema(minimum = 1)]
-    timeout_seconds: Option<i32>,
-    callback_url: Option<String>,
-    metadata: Option<Value>,
-}
-
-/// Up to 1,000 jobs, stored together or not at all.
-#[derive(ToSchema, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub(crate) struct SubmitBatch {
-    jobs: Vec<SubmitJob>,
-}
-
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(crate) struct JobList {
-    jobs: Vec<Job>,
-}
-
-/// One page of a list; pass `next_cursor` as `cursor` for the next one.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(crate) struct Page<T: ToSchema> {
-    data: Vec<T>,
-    /// Absent (null) on the last page.
-    next_cursor: Option<String>,
-}
-
-#[derive(ToSchema, serde::Serialize)]
-#[allow(dead_code)]
-pub(crate) struct Listed<T: ToSchema> {
-    pub(crate) data: Vec<T>,
-}
-
-/// Optional: replay with this payload instead of the job's own.
-#[derive(ToSchema, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub(crate) struct ReplayOne {
-    payload: Option<Value>,
-}
-
-/// Which dead jobs to replay; every field narrows.
-#[derive(ToSchema, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub(crate) struct ReplayBulk {
-    queue: Option<String>,
-    #[serde(rename = "type")]
-    job_type: Option<String>,
-    /// Died at or after.
-    since: Option<chrono::DateTime<chrono::Utc>>,
-    ids: Option<Vec<Uuid>>,
-    /// Count what would be replayed, and replay nothing.
-    dry_run: Option<bool>,
-    /// Merged into each payload at the top level (`null` removes a key).
-    payload_patch: Option<BTreeMap<String, Value>>,
-}
-
-/// A saga: steps that run in order, each with an optional compensation.
-#[derive(ToSchema, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub(crate) struct SubmitSaga {
-    name: String,
-    callback_url: Option<String>,
-    steps: Vec<SagaStepRequest>,
-}
-
-#[derive(ToSchema, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub(crate) struct SagaStepRequest {
-    name: String,
-    job: StepJob,
-    /// Run, latest step first, when a later step dies.
-    compensate: Option<StepJob>,
-}
-
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(crate) struct Saga {
-    id: Uuid,
-    name: String,
-    /// `running`, `completed`, `compensating`, `compensated` or `failed`.
-    status: String,
-    callback_url: Option<String>,
-    created_at: chrono::DateTime<chrono::Utc>,
-    updated_at: chrono::DateTime<chrono::Utc>,
-    finished_at: Option<chrono::DateTime<chrono::Utc>>,
-    steps: Vec<SagaStep>,
-}
-
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(crate) struct SagaStep {
-    name: String,
-    status: String,
-    job_id: Option<Uuid>,
-    compensation_job_id: Option<Uuid>,
-    result: Option<Value>,
-    error: Option<String>,
-}
-
-/// A cron schedule; on update every field is optional.
-#[derive(ToSchema, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub(crate) struct ScheduleRequest {
-    name: String,
-    /// Five or six fields (seconds first when six).
-    cron: String,
-    /// An IANA time zone (default UTC).
-    timezone: Option<String>,
-    job: StepJob,
-    enabled: Option<bool>,
-    /// `skip` (default) or `allow`.
-    overlap: Option<String>,
-    /// `once` (default) or `none`.
-    catch_up: Option<String>,
-}
-
-/// A webhook endpoint; on update every field is optional and `enabled` may be set.
-#[derive(ToSchema, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub(crate) struct EndpointRequest {
-    /// `https://` (or `http://`); private addresses are refused unless configured.
-    url: String,
-    description: Option<String>,
-    /// Empty or null: every event type.
-    event_types: Option<Vec<String>>,
-    #[schema(minimum = 1)]
-    rate_limit_per_second: Option<i32>,
-    enabled: Option<bool>,
-}
-
-/// An endpoint as created: its signing secret is shown this once.
-#[derive(ToSchema, serde::Serialize)]
-#[allow(dead_code)]
-pub(crate) struct CreatedEndpoint {
-    #[serde(flatten)]
-    endpoint: Endpoint,
-    secret: String,
-}
-
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(crate) struct SecretAnswer {
-    secret: String,
-}
-
-#[derive(ToSchema, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub(crate) struct RecoverRequest {
-    /// Redeliver the endpoint's failed deliveries created at or after this time.
-    since: chrono::DateTime<chrono::Utc>,
-}
-
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(crate) struct Recovered {
-    recovered: i64,
-}
-
-/// An event for the tenant's subscribed endpoints.
-#[derive(ToSchema, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub(crate) struct PublishEvent {
-    /// 1-100 of a-z, 0-9, `_`, `-`, `.`; `job.*`, `saga.*`, `endpoint.*` and `delivery.*` are
-    /// Conveyor's own.
-    #[serde(rename = "type")]
-    event_type: String,
-    payload: Value,
-}
-
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(crate) struct Published {
-    id: Uuid,
-}
-
-/// A delivery with its attempts.
-#[derive(ToSchema, serde::Serialize)]
-#[allow(dead_code)]
-pub(crate) struct DeliveryDetail {
-    #[serde(flatten)]
-    delivery: Delivery,
-    attempts: Vec<DeliveryAttempt>,
-}
-
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(crate) struct Status {
-    status: String,
-}
-
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
-
     use super::*;
 
-    const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
-
-    /// Every `.route(path, methods)` in this crate's source, as (method, path): what the router
-    /// serves, read where it is written.
-    fn routed() -> BTreeSet<(String, String)> {
-        let mut out = BTreeSet::new();
-        let mut files = Vec::new();
-        let mut dirs = vec![std::path::PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/src"
-        ))];
-        while let Some(dir) = dirs.pop() {
-            for entry in std::fs::read_dir(dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    dirs.push(path);
-                } else {
-                    files.push(path);
+    fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(o) => {
+                if let Some(Value::String(r)) = o.get("$ref") {
+                    out.push(r);
                 }
+                o.values().for_each(|v| refs(v, out));
             }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
         }
-        for file in files {
-            let text = std::fs::read_to_string(file).unwrap();
-            // Only the code: tests (this one among them) talk about routes too.
-            let mut rest = text.split("#[cfg(test)]").next().unwrap();
-            while let Some(at) = rest.find(".route(") {
-                let after = &rest[at + ".route(".len()..];
-                let mut depth = 1;
-                let end = after
-                    .char_indices()
-                    .find(|&(_, c)| {
-                        depth += match c {
-                            '(' => 1,
-                            ')' => -1,
-                            _ => 0,
-                        };
-                        depth == 0
-                    })
-                    .map(|(i, _)| i)
-                    .expect("a closed .route( call");
-                let args = &after[..end];
-                let path = args.split('"').nth(1).expect("a literal path");
-                for m in METHODS {
-                    let called = args.match_indices(&format!("{m}(")).any(|(i, _)| {
-                        i == 0
-                            || !args.as_bytes()[i - 1].is_ascii_alphanumeric()
-                                && args.as_bytes()[i - 1] != b'_'
-                    });
-                    if called {
-                        out.insert((m.to_owned(), path.to_owned()));
-                    }
-                }
-                rest = &after[end..];
-            }
-        }
-        out
     }
 
-    fn documented() -> BTreeSet<(String, String)> {
-        let doc = document(&["echo"], &["default".to_owned()]);
-        let mut out = BTreeSet::new();
-        for (path, item) in doc["paths"].as_object().unwrap() {
-            for method in item.as_object().unwrap().keys() {
-                out.insert((method.clone(), path.clone()));
-            }
-        }
-        out
-    }
-
+    /// Operation ids name a client's methods: each is unique and `verb_noun`.
     #[test]
-    fn every_route_is_in_the_document_and_nothing_else_is() {
-        // The console's HTML pages are not part of the JSON API.
-        let routed: BTreeSet<_> = routed()
-            .into_iter()
-            .filter(|(_, path)| !path.starts_with("/ui"))
-            .collect();
-        assert!(routed.contains(&("post".to_owned(), "/v1/jobs".to_owned())));
-        assert!(routed.contains(&("delete".to_owned(), "/v1/schedules/{id}".to_owned())));
-        assert!(routed.len() >= 40, "the source scan found only {routed:?}");
-        let documented = documented();
-        let missing: Vec<_> = routed.difference(&documented).collect();
-        assert!(
-            missing.is_empty(),
-            "routed but not in /openapi.json: {missing:?}"
+    fn every_operation_has_a_unique_verb_noun_id() {
+        let doc = document(
+            crate::api_routes().into_openapi(),
+            &Deployment {
+                job_types: &["echo"],
+                queues: &["default".to_owned()],
+            },
         );
-        let extra: Vec<_> = documented.difference(&routed).collect();
-        assert!(
-            extra.is_empty(),
-            "in /openapi.json but not routed: {extra:?}"
-        );
-    }
-
-    #[test]
-    fn every_operation_has_a_unique_id() {
-        let doc = document(&["echo"], &["default".to_owned()]);
-        let mut ids = BTreeSet::new();
+        let mut ids = std::collections::BTreeSet::new();
         for item in doc["paths"].as_object().unwrap().values() {
             for op in item.as_object().unwrap().values() {
                 let id = op["operationId"].as_str().expect("an operationId");
                 assert!(ids.insert(id.to_owned()), "{id} twice");
+                assert!(
+                    id.contains('_') && id.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                    "{id}"
+                );
             }
+        }
+        assert!(ids.len() >= 40, "{ids:?}");
+    }
+
+    /// A `$ref` to a component the document lacks fails only when a request first needs it
+    /// (a query type's checker is compiled on first use): every one must resolve.
+    #[test]
+    fn every_reference_in_the_document_resolves() {
+        let doc = document(
+            crate::api_routes().into_openapi(),
+            &Deployment {
+                job_types: &["echo"],
+                queues: &["default".to_owned()],
+            },
+        );
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        assert!(found.len() > 50, "only {} references", found.len());
+        for r in found {
+            let pointer = r.strip_prefix('#').expect("a local reference");
+            assert!(doc.pointer(pointer).is_some(), "{r} does not resolve");
         }
     }
 }

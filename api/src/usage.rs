@@ -1,28 +1,15 @@
 //! API usage per key: requests per UTC day and route class, counted in memory by each API
 //! process and added to PostgreSQL every few seconds (and at shutdown), so that counting costs
-//! a request nothing but a mutex. `GET /v1/usage` (admin) reads it.
+//! a request nothing but a mutex. `GET /v1/usage` (admin, `v1::usage`) reads it.
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
-use axum::{extract::State, Json};
-use chrono::{Datelike, NaiveDate, Utc};
-use conveyor_core::{
-    store::{UsageKey, UsageRow},
-    Principal, Scope, Store,
-};
+use chrono::Utc;
+use conveyor_core::{store::UsageKey, Principal, Store};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::{
-    auth::Auth,
-    extract::QueryPairs,
-    problem::{ApiResult, FieldError, Problem},
-    AppState,
-};
-
 const FLUSH_EVERY: Duration = Duration::from_secs(5);
-const DEFAULT_DAYS: i64 = 30;
-const MAX_DAYS: i64 = 366;
 
 /// What a request is, for usage: the resource family its route belongs to.
 pub fn route_class(route: &str) -> &'static str {
@@ -93,74 +80,6 @@ impl UsageCounter {
             tracing::warn!(error = %e, "could not store API usage at shutdown");
         }
     }
-}
-
-/// `GET /v1/usage?from=&to=&key_id=`: the tenant's requests per key, day and route class.
-#[utoipa::path(
-    get,
-    operation_id = "getUsage",
-    path = "/v1/usage",
-    tag = "usage",
-    params(
-        ("from" = Option<NaiveDate>, Query, description = "First day (UTC), default 29 days before `to`"),
-        ("to" = Option<NaiveDate>, Query, description = "Last day (UTC), default today; at most 366 days after `from`"),
-        ("key_id" = Option<Uuid>, Query, description = "One key only"),
-    ),
-    responses(
-        (status = 200, description = "Requests per key, day and route class, newest day first", body = crate::openapi::Listed<UsageRow>),
-    ),
-)]
-pub(crate) async fn usage(
-    State(state): State<AppState>,
-    auth: Auth,
-    QueryPairs(q): QueryPairs,
-) -> ApiResult<Json<crate::openapi::Listed<UsageRow>>> {
-    let p = auth.require(Scope::Admin)?;
-    let (mut from, mut to, mut key) = (None, None, None);
-    let mut errors = Vec::new();
-    for (k, v) in &q {
-        // Years 1 to 9999 only: chrono parses signed years that date arithmetic (and
-        // PostgreSQL) cannot take.
-        let day = || {
-            NaiveDate::parse_from_str(v, "%Y-%m-%d")
-                .ok()
-                .filter(|d| (1..=9999).contains(&d.year()))
-        };
-        let must = "must be a date, YYYY-MM-DD, in years 1 to 9999";
-        match k.as_str() {
-            "from" => from = day().or_else(|| bad(&mut errors, k, must)),
-            "to" => to = day().or_else(|| bad(&mut errors, k, must)),
-            "key_id" => {
-                key = Uuid::parse_str(v)
-                    .ok()
-                    .or_else(|| bad(&mut errors, k, "must be a key id (a UUID)"))
-            }
-            other => errors.push(FieldError::new(other, "unknown query parameter")),
-        }
-    }
-    let to = to.unwrap_or_else(|| Utc::now().date_naive());
-    let from = from.unwrap_or(to - chrono::Duration::days(DEFAULT_DAYS - 1));
-    let days = (to - from).num_days();
-    if errors.is_empty() && !(0..=MAX_DAYS).contains(&days) {
-        errors.push(FieldError::new(
-            "from",
-            format!("must be on or before `to`, and at most {MAX_DAYS} days before it"),
-        ));
-    }
-    if !errors.is_empty() {
-        return Err(Problem::bad_query(errors));
-    }
-    // This process's latest counts first, so that the answer includes them.
-    if let Err(e) = state.usage.flush(&state.store).await {
-        tracing::warn!(error = %e, "could not store API usage before reading it");
-    }
-    let data = state.store.usage(p.tenant_id, from, to, key).await?;
-    Ok(Json(crate::openapi::Listed { data }))
-}
-
-fn bad<T>(errors: &mut Vec<FieldError>, field: &str, message: &str) -> Option<T> {
-    errors.push(FieldError::new(field, message));
-    None
 }
 
 #[cfg(test)]

@@ -44,6 +44,12 @@ pub struct Config {
     #[arg(long, env = "CONVEYOR_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// The API's address as clients reach it (`https://jobs.example.com`), named in the
+    /// OpenAPI document's `servers`. Unset: the address each request came to (its `Host`,
+    /// and `X-Forwarded-Proto` or `http`).
+    #[arg(long, env = "CONVEYOR_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
     /// For a process without the API role (a worker, say): serve `GET /metrics` here.
     /// (With the API role, `/metrics` is on the API's address.)
     #[arg(long, env = "CONVEYOR_METRICS_LISTEN")]

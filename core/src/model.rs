@@ -1,104 +1,14 @@
 //! Domain types shared by every role.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum JobStatus {
-    Scheduled,
-    Queued,
-    Running,
-    Retrying,
-    Succeeded,
-    Dead,
-    Cancelled,
-}
-
-impl JobStatus {
-    pub const ALL: [JobStatus; 7] = [
-        JobStatus::Scheduled,
-        JobStatus::Queued,
-        JobStatus::Running,
-        JobStatus::Retrying,
-        JobStatus::Succeeded,
-        JobStatus::Dead,
-        JobStatus::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Scheduled => "scheduled",
-            JobStatus::Queued => "queued",
-            JobStatus::Running => "running",
-            JobStatus::Retrying => "retrying",
-            JobStatus::Succeeded => "succeeded",
-            JobStatus::Dead => "dead",
-            JobStatus::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            JobStatus::Succeeded | JobStatus::Dead | JobStatus::Cancelled
-        )
-    }
-}
-
-impl fmt::Display for JobStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A job as clients see it (API.md "Job").
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Job {
-    pub id: Uuid,
-    #[serde(rename = "type")]
-    pub job_type: String,
-    pub queue: String,
-    pub status: JobStatus,
-    pub priority: i16,
-    /// Left out of list pages unless they ask for it (`include=payload`).
-    #[serde(default)]
-    #[schema(required = false)]
-    pub payload: Value,
-    /// Left out of list pages unless they ask for it (`include=payload`).
-    #[schema(required = false)]
-    pub result: Option<Value>,
-    pub error: Option<String>,
-    pub attempts: i32,
-    pub max_attempts: i32,
-    pub timeout_seconds: i32,
-    pub run_at: DateTime<Utc>,
-    pub created_at: DateTime<Utc>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub callback_url: Option<String>,
-    pub saga_id: Option<Uuid>,
-    pub metadata: Value,
-}
-
-/// One run of a job (API.md "attempts").
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct Attempt {
-    pub attempt: i32,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub outcome: String,
-    pub error: Option<String>,
-    pub worker: String,
-}
+pub use conveyor_types::{
+    jobs::{Attempt, AttemptOutcome, Job, JobStatus, JobTemplate},
+    keys::Scope,
+    schedules::{CatchUp, Overlap, Schedule},
+};
 
 /// A validated job submission: built only by the API's validation, so the store can trust it.
 #[derive(Debug, Clone)]
@@ -123,74 +33,40 @@ pub struct NewJob {
     pub traceparent: Option<String>,
 }
 
-/// The job a schedule submits at each tick: a validated submission without its id, time and
-/// idempotency key, kept as JSON in the schedule.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct JobTemplate {
-    #[serde(rename = "type")]
-    pub job_type: String,
-    pub queue: String,
-    pub priority: i16,
-    pub payload: Value,
-    pub max_attempts: i32,
-    pub timeout_seconds: i32,
-    pub callback_url: Option<String>,
-    pub metadata: Value,
-}
-
-impl JobTemplate {
-    pub fn from_new_job(j: &NewJob) -> Self {
-        Self {
-            job_type: j.job_type.clone(),
-            queue: j.queue.clone(),
-            priority: j.priority,
-            payload: j.payload.clone(),
-            max_attempts: j.max_attempts,
-            timeout_seconds: j.timeout_seconds,
-            callback_url: j.callback_url.clone(),
-            metadata: j.metadata.clone(),
-        }
-    }
-
-    /// A job to run now.
-    pub fn to_new_job(&self) -> NewJob {
-        NewJob {
-            id: Uuid::now_v7(),
+impl NewJob {
+    /// The job as a saga's step or a schedule keeps it: without its id, time and
+    /// idempotency key.
+    pub fn template(&self) -> JobTemplate {
+        JobTemplate {
             job_type: self.job_type.clone(),
             queue: self.queue.clone(),
             priority: self.priority,
             payload: self.payload.clone(),
-            run_at: None,
             max_attempts: self.max_attempts,
             timeout_seconds: self.timeout_seconds,
             callback_url: self.callback_url.clone(),
             metadata: self.metadata.clone(),
+        }
+    }
+
+    /// A kept template's job, to run now.
+    pub fn from_template(t: &JobTemplate) -> Self {
+        NewJob {
+            id: Uuid::now_v7(),
+            job_type: t.job_type.clone(),
+            queue: t.queue.clone(),
+            priority: t.priority,
+            payload: t.payload.clone(),
+            run_at: None,
+            max_attempts: t.max_attempts,
+            timeout_seconds: t.timeout_seconds,
+            callback_url: t.callback_url.clone(),
+            metadata: t.metadata.clone(),
             idempotency_key: None,
             request_hash: Vec::new(),
             traceparent: None,
         }
     }
-}
-
-/// A cron schedule as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct Schedule {
-    pub id: Uuid,
-    pub name: String,
-    pub cron: String,
-    pub timezone: String,
-    #[sqlx(json)]
-    pub job: JobTemplate,
-    pub enabled: bool,
-    /// `skip` a tick while the previous run is still going, or `allow` it.
-    pub overlap: String,
-    /// After downtime: `once` (one run for all missed ticks) or `none`.
-    pub catch_up: String,
-    pub next_fire_at: Option<DateTime<Utc>>,
-    pub last_fired_at: Option<DateTime<Utc>>,
-    pub last_job_id: Option<Uuid>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
 }
 
 /// A validated schedule (creation, or every field of an update applied).
@@ -201,49 +77,10 @@ pub struct ScheduleSpec {
     pub timezone: String,
     pub job: JobTemplate,
     pub enabled: bool,
-    pub overlap: String,
-    pub catch_up: String,
+    pub overlap: Overlap,
+    pub catch_up: CatchUp,
     /// Computed from `cron` and `timezone` at validation.
     pub next_fire_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Scope {
-    JobsWrite,
-    JobsRead,
-    WebhooksWrite,
-    WebhooksRead,
-    /// Every scope of its tenant.
-    Admin,
-    /// Deployment-wide actions (pausing a queue for every tenant, reading every tenant's
-    /// figures); only keys of the operators' tenant hold it, and it implies nothing else.
-    Operator,
-}
-
-impl Scope {
-    pub const ALL: [Scope; 6] = [
-        Scope::JobsWrite,
-        Scope::JobsRead,
-        Scope::WebhooksWrite,
-        Scope::WebhooksRead,
-        Scope::Admin,
-        Scope::Operator,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::JobsWrite => "jobs:write",
-            Scope::JobsRead => "jobs:read",
-            Scope::WebhooksWrite => "webhooks:write",
-            Scope::WebhooksRead => "webhooks:read",
-            Scope::Admin => "admin",
-            Scope::Operator => "operator",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|sc| sc.as_str() == s)
-    }
 }
 
 /// The tenant operator keys belong to: it owns no work, so an operator key reads and
@@ -368,13 +205,5 @@ mod tests {
         assert_eq!(v["a\u{FFFD}"][0], "x\u{FFFD}y");
         assert_eq!(v["a\u{FFFD}"][1]["b"], "\u{FFFD}");
         assert_eq!(v["n"], 1);
-    }
-
-    #[test]
-    fn status_round_trip() {
-        for s in JobStatus::ALL {
-            assert_eq!(JobStatus::parse(s.as_str()), Some(s));
-        }
-        assert_eq!(JobStatus::parse("nope"), None);
     }
 }

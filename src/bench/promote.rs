@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use chrono::Utc;
-use conveyor_core::{db, JobTemplate, Store};
+use conveyor_core::{db, JobTemplate, NewJob, Store};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -58,7 +58,7 @@ async fn insert(
     while done < n {
         let jobs: Vec<_> = (done..n.min(done + INSERT_BATCH))
             .map(|i| {
-                let mut j = t.to_new_job();
+                let mut j = NewJob::from_template(&t);
                 j.run_at = Some(at(i));
                 j
             })

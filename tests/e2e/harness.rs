@@ -421,7 +421,8 @@ impl TestApp {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
-    /// Sends `body` and asserts a `422` problem naming `field` among its errors.
+    /// Sends `body` and asserts a `422` problem naming `field` (or a place inside it: `ids[0]`
+    /// for `ids`) among its errors.
     pub async fn assert_rejects(
         &self,
         method: reqwest::Method,
@@ -431,9 +432,13 @@ impl TestApp {
     ) {
         let (status, p) = self.request(method, path, Some(body)).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {p}");
-        let named = p["errors"]
-            .as_array()
-            .is_some_and(|errs| errs.iter().any(|e| e["field"] == field));
+        let named = p["errors"].as_array().is_some_and(|errs| {
+            errs.iter().filter_map(|e| e["field"].as_str()).any(|f| {
+                f == field
+                    || f.strip_prefix(field)
+                        .is_some_and(|rest| rest.starts_with(['[', '.']))
+            })
+        });
         assert!(named, "{body}: expected {field} named in {p}");
     }
 

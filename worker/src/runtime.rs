@@ -583,7 +583,7 @@ impl Inner {
             job_id: job.id,
             job_type: job.job_type.clone(),
             queue: job.queue.clone(),
-            payload: job.payload.clone(),
+            payload: job.payload.clone().unwrap_or_default(),
             metadata: job.metadata.clone(),
             attempt: job.attempts,
             max_attempts: job.max_attempts,

@@ -11,14 +11,21 @@ use super::{
     session::{Action, Operator},
     when, Query, UiResult,
 };
-use crate::{extract::PathId, keys::CreateKey, problem::Problem, AppState};
+use conveyor_types::keys::CreateKey;
 
-const SCOPES: [&str; 5] = [
-    "jobs:write",
-    "jobs:read",
-    "webhooks:write",
-    "webhooks:read",
-    "admin",
+use crate::{
+    http::{extract::PathId, problem::Problem},
+    v1::keys::{create_key_as, revoke_key_as},
+    AppState,
+};
+
+/// What a tenant's key may be given (never `operator`).
+const SCOPES: [Scope; 5] = [
+    Scope::JobsWrite,
+    Scope::JobsRead,
+    Scope::WebhooksWrite,
+    Scope::WebhooksRead,
+    Scope::Admin,
 ];
 
 pub async fn keys_page(State(state): State<AppState>, op: Operator, q: Query) -> UiResult {
@@ -66,7 +73,7 @@ async fn render(
         form #new-key-form method="post" action="/ui/keys" {
             (csrf_field(&op.csrf))
             input name="name" placeholder="name (what it is for)" size="30";
-            @for s in SCOPES {
+            @for s in SCOPES.map(Scope::as_str) {
                 " " label { input type="checkbox" name={"scope:" (s)} value="on"; " " (s) }
             }
             " " input name="expires_in_days" placeholder="expires in days (optional)" size="10";
@@ -96,13 +103,13 @@ pub async fn create(State(state): State<AppState>, Action { op, form }: Action) 
         name: form.get("name").unwrap_or_default().to_owned(),
         scopes: SCOPES
             .iter()
-            .filter(|s| form.checked(&format!("scope:{s}")))
-            .map(|s| s.to_string())
+            .filter(|s| form.checked(&format!("scope:{}", s.as_str())))
+            .copied()
             .collect(),
         expires_at,
         rate_limit_per_second: None,
     };
-    let made = crate::keys::make_key(&state, p, body).await?;
+    let made = create_key_as(&state, p, body).await?;
     // Rendered in the answer, never put in a URL: the key must not reach a log or history.
     let notice = format!("key {} created", made.info.prefix);
     let resp = render(&state, &op, Some(notice), Some((made.info.name, made.key))).await?;
@@ -114,6 +121,6 @@ pub async fn revoke(
     PathId(id): PathId,
     Action { op, .. }: Action,
 ) -> UiResult {
-    let revoked = crate::keys::revoke_key(&state, &op.principal, id).await?;
+    let revoked = revoke_key_as(&state, &op.principal, id).await?;
     back_to("/ui/keys", &format!("key {} revoked", revoked.prefix))
 }

@@ -21,7 +21,7 @@ use conveyor_core::Principal;
 use maud::{html, Markup, DOCTYPE};
 use serde_json::Value;
 
-use crate::{problem::Problem, AppState};
+use crate::{http::problem::Problem, AppState};
 
 use session::Operator;
 
@@ -167,6 +167,11 @@ fn csrf_field(token: &str) -> Markup {
     html! { input type="hidden" name="csrf" value=(token); }
 }
 
-fn status(s: &str) -> Markup {
+/// A status or outcome (any of the contract's enums, or text), as a labelled span.
+fn status<S: serde::Serialize + ?Sized>(s: &S) -> Markup {
+    let s = match serde_json::to_value(s) {
+        Ok(Value::String(s)) => s,
+        _ => String::new(),
+    };
     html! { span class={"status " (s)} { (s) } }
 }

@@ -10,7 +10,7 @@ use conveyor_core::{
     Job, JobStatus, Scope,
 };
 use maud::{html, Markup};
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::{
@@ -18,10 +18,14 @@ use super::{
     session::{Action, Operator},
     status, when, Query, UiResult,
 };
+use conveyor_types::operators::ReplayDeadLetters;
+
 use crate::{
-    extract::{PathId, PathName},
-    operators::{parse_bulk, replay_job, run_bulk_replay, set_paused},
-    problem::Problem,
+    http::{
+        extract::{PathId, PathName},
+        problem::Problem,
+    },
+    v1::operators::{replay_dead_letters_as, replay_job_as, set_paused},
     AppState,
 };
 
@@ -70,10 +74,10 @@ pub async fn queues_page(State(state): State<AppState>, op: Operator, q: Query) 
                         @else if s.paused { strong { "paused" } } @else { "no" }
                     }
                     @for k in ["queued", "running", "scheduled", "retrying", "dead"] {
-                        td { (s.counts.get(k).cloned().unwrap_or(json!(0))) }
+                        td { (s.counts.get(k).copied().unwrap_or(0)) }
                     }
                     td { (s.oldest_queued_age_seconds.map(|a| format!("{a:.0} s")).unwrap_or_default()) }
-                    td { (s.last_minute.values().filter_map(Value::as_i64).sum::<i64>()) }
+                    td { (s.last_minute.values().sum::<i64>()) }
                     td { (chart(&per_minute)) }
                     td {
                         @if admin {
@@ -203,7 +207,7 @@ pub async fn job_page(
     let body = html! {
         h1 { "Job " code { (job.id) } }
         table #job {
-            tr { th { "status" } td #status { (status(job.status.as_str())) } }
+            tr { th { "status" } td #status { (status(&job.status)) } }
             tr { th { "type" } td { (job.job_type) } }
             tr { th { "queue" } td { (job.queue) } }
             tr { th { "attempts" } td { (job.attempts) " of " (job.max_attempts) } }
@@ -212,7 +216,7 @@ pub async fn job_page(
             @if let Some(s) = job.saga_id { tr { th { "saga" } td { a href={"/ui/sagas/" (s)} { (s) } } } }
             @if let Some(e) = &job.error { tr { th { "error" } td.error { (e) } } }
         }
-        h2 { "Payload" } pre #payload { (pretty(&job.payload)) }
+        h2 { "Payload" } pre #payload { (pretty(job.payload.as_ref().unwrap_or(&Value::Null))) }
         @if let Some(r) = &job.result { h2 { "Result" } pre #result { (pretty(r)) } }
         h2 { "Attempts" }
         table #attempts {
@@ -227,7 +231,7 @@ pub async fn job_page(
             form method="post" action={"/ui/jobs/" (job.id) "/replay"} {
                 (csrf_field(&op.csrf))
                 p.muted { "Runs the job again with a fresh attempt budget; its attempts stay. Leave the payload as it is, or fix it first." }
-                textarea name="payload" rows="6" cols="80" { (pretty(&job.payload)) }
+                textarea name="payload" rows="6" cols="80" { (pretty(job.payload.as_ref().unwrap_or(&Value::Null))) }
                 br; button #replay { "Replay" }
             }
         }
@@ -250,8 +254,9 @@ pub async fn replay(
     };
     // An unchanged payload is not a fix: replay the job as it is.
     let job = state.store.get_job(p.tenant_id, id).await?;
-    let payload = payload.filter(|new| job.as_ref().is_none_or(|j| &j.payload != new));
-    replay_job(&state, p, id, payload).await?;
+    let payload =
+        payload.filter(|new| job.as_ref().is_none_or(|j| j.payload.as_ref() != Some(new)));
+    replay_job_as(&state, p, id, payload).await?;
     back_to(
         &format!("/ui/jobs/{id}"),
         "replayed: the job is queued again",
@@ -318,23 +323,33 @@ pub async fn dead_page(State(state): State<AppState>, op: Operator, q: Query) ->
 
 pub async fn bulk_replay(State(state): State<AppState>, Action { op, form }: Action) -> UiResult {
     let p = op.require(Scope::Admin)?;
-    let mut body = json!({"dry_run": form.get("dry_run") == Some("true")});
-    for k in ["type", "queue"] {
-        if let Some(v) = form.get(k) {
-            body[k] = json!(v);
-        }
+    let payload_patch = match form.get("payload_patch") {
+        Some(patch) => Some(serde_json::from_str(patch).map_err(|e| {
+            Problem::malformed_json(format!("the payload patch is not a JSON object: {e}"))
+        })?),
+        None => None,
+    };
+    let req = ReplayDeadLetters {
+        queue: form.get("queue").map(str::to_owned),
+        job_type: form.get("type").map(str::to_owned),
+        since: None,
+        ids: None,
+        dry_run: Some(form.get("dry_run") == Some("true")),
+        payload_patch,
+    };
+    // The form is held to the same contract as the API's body.
+    let as_json = serde_json::to_value(&req).unwrap_or_default();
+    let errors = state.contract.body::<ReplayDeadLetters>().check(&as_json);
+    if !errors.is_empty() {
+        return Err(Problem::validation(errors).into());
     }
-    if let Some(patch) = form.get("payload_patch") {
-        body["payload_patch"] = serde_json::from_str(patch)
-            .map_err(|e| Problem::malformed_json(format!("the payload patch is not JSON: {e}")))?;
-    }
-    let b = parse_bulk(&state, &body).map_err(Problem::validation)?;
-    let done = run_bulk_replay(&state, p, &b).await?;
+    let dry_run = req.dry_run == Some(true);
+    let done = replay_dead_letters_as(&state, p, req).await?;
     let more = match done.remaining {
         0 => String::new(),
         n => format!("; {n} more match: replay again for them"),
     };
-    let notice = if b.dry_run {
+    let notice = if dry_run {
         format!(
             "dry run: {} dead jobs match, {} would be replayed ({} skipped); nothing was replayed{more}",
             done.matched,
@@ -466,14 +481,15 @@ pub async fn sagas_page(State(state): State<AppState>, op: Operator) -> UiResult
         h1 { "Sagas" }
         table #sagas {
             tr { th { "saga" } th { "name" } th { "status" } th { "steps" } th { "created" } th { "finished" } }
-            @for (id, s) in &sagas {
+            @for s in &sagas {
+                @let id = s.id;
                 tr {
                     td { a href={"/ui/sagas/" (id)} { code { (id) } } }
-                    td { (s["name"].as_str().unwrap_or_default()) }
-                    td { (status(s["status"].as_str().unwrap_or_default())) }
-                    td { (s["steps"].as_array().map_or(0, Vec::len)) }
-                    td { (s["created_at"].as_str().unwrap_or_default()) }
-                    td { (s["finished_at"].as_str().unwrap_or_default()) }
+                    td { (s.name) }
+                    td { (status(&s.status)) }
+                    td { (s.steps.len()) }
+                    td { (when(Some(s.created_at))) }
+                    td { (when(s.finished_at)) }
                 }
             }
         }
@@ -494,17 +510,17 @@ pub async fn saga_page(
         .ok_or_else(|| Problem::not_found("no such saga"))?;
     let body = html! {
         h1 { "Saga " code { (id) } }
-        p { (saga["name"].as_str().unwrap_or_default()) " · " (status(saga["status"].as_str().unwrap_or_default())) }
+        p { (saga.name) " · " (status(&saga.status)) }
         table #steps {
             tr { th { "step" } th { "status" } th { "job" } th { "compensation" } th { "result" } th { "error" } }
-            @for s in saga["steps"].as_array().into_iter().flatten() {
+            @for s in &saga.steps {
                 tr {
-                    td { (s["name"].as_str().unwrap_or_default()) }
-                    td { (status(s["status"].as_str().unwrap_or_default())) }
-                    td { @if let Some(j) = s["job_id"].as_str() { a href={"/ui/jobs/" (j)} { "job" } } }
-                    td { @if let Some(j) = s["compensation_job_id"].as_str() { a href={"/ui/jobs/" (j)} { "job" } } }
-                    td { @if !s["result"].is_null() { code { (s["result"].to_string()) } } }
-                    td.error { (s["error"].as_str().unwrap_or_default()) }
+                    td { (s.name) }
+                    td { (status(&s.status)) }
+                    td { @if let Some(j) = s.job_id { a href={"/ui/jobs/" (j)} { "job" } } }
+                    td { @if let Some(j) = s.compensation_job_id { a href={"/ui/jobs/" (j)} { "job" } } }
+                    td { @if let Some(r) = s.result.as_ref().filter(|r| !r.is_null()) { code { (r.to_string()) } } }
+                    td.error { (s.error.clone().unwrap_or_default()) }
                 }
             }
         }

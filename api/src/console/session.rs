@@ -124,7 +124,7 @@ impl FromRequest<AppState> for Form {
                 );
             }
         }
-        let bytes = crate::extract::read_body(req, state.max_body_bytes).await?;
+        let bytes = crate::http::extract::read_body(req, state.max_body_bytes).await?;
         Ok(Form(form_urlencoded::parse(&bytes).into_owned().collect()))
     }
 }

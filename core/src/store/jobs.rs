@@ -68,7 +68,7 @@ where
         let jobs = fetch(before, limit)
             .await?
             .into_iter()
-            .map(Job::from)
+            .map(|row| Job::from(row).summary())
             .collect();
         return Ok(JobPage {
             jobs,
@@ -133,8 +133,9 @@ impl From<JobRow> for Job {
             // The CHECK constraint keeps the column to known statuses.
             status: JobStatus::parse(&r.status).unwrap_or(JobStatus::Queued),
             priority: r.priority,
-            payload: r.payload,
-            result: r.result,
+            payload: Some(r.payload),
+            // As JSON `null` until it succeeds: a whole job shows it.
+            result: Some(r.result.unwrap_or(Value::Null)),
             error: r.error,
             attempts: r.attempts,
             max_attempts: r.max_attempts,

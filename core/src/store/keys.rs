@@ -1,5 +1,4 @@
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -39,20 +38,7 @@ pub struct NewKey {
     pub created_by: Option<Uuid>,
 }
 
-/// A key as its tenant's admins see it: never the key itself (only its first characters).
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct KeyInfo {
-    pub id: Uuid,
-    pub name: String,
-    /// The key's first characters (`cvy_` and 8 hex digits), to tell keys apart.
-    pub prefix: String,
-    pub scopes: Vec<String>,
-    pub rate_limit_per_second: Option<i32>,
-    pub created_at: DateTime<Utc>,
-    pub last_used_at: Option<DateTime<Utc>>,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub revoked_at: Option<DateTime<Utc>>,
-}
+pub use conveyor_types::keys::KeyInfo;
 
 const KEY_INFO_COLUMNS: &str =
     "id, name, prefix, scopes, rate_limit_per_second, created_at, last_used_at, expires_at, revoked_at";

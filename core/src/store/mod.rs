@@ -24,11 +24,11 @@ pub use keys::{
 pub use operators::{AuditEntry, DeadFilter, QueueStats, Replay, Tenants};
 pub use retention::Purged;
 pub use sagas::{NewSaga, NewSagaStep, SagaOutcome};
-pub use schedules::{FirePass, NameTaken};
+pub use schedules::{FirePass, NameTaken, ScheduleUpdate};
 pub use secrets::Resealed;
 pub use sessions::{LiveSession, OpenedSession};
 pub use usage::{UsageKey, UsageRow};
-pub use webhooks::{NewEvent, ResendOutcome};
+pub use webhooks::{NewEvent, RecoverOutcome, ResendOutcome};
 
 use std::sync::Arc;
 

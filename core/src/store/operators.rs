@@ -2,7 +2,6 @@
 //! queue pause.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -29,15 +28,7 @@ pub struct Replay {
     pub payload: Option<Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct AuditEntry {
-    pub id: Uuid,
-    pub key_id: Option<Uuid>,
-    pub action: String,
-    pub target: String,
-    pub details: Value,
-    pub created_at: DateTime<Utc>,
-}
+pub use conveyor_types::operators::{AuditEntry, QueueStats};
 
 /// Whose jobs an operation covers: one tenant's, or (with an operator key) every tenant's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,27 +51,6 @@ impl Tenants {
 /// them shared for their transaction (`conveyor_claim_jobs`), pauses exclusively: see
 /// `set_queue_paused`.
 pub(super) const PAUSE_LOCK_CLASS: i32 = 0x7061_7573; // "paus"
-
-/// One queue as an operator sees it: the tenant's jobs in it (every tenant's, for an
-/// operator key), and whether it is paused.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct QueueStats {
-    pub name: String,
-    /// The jobs counted here are held back: no new attempt starts.
-    pub paused: bool,
-    /// Paused by the tenant's own admin (for its jobs only).
-    pub paused_for_tenant: bool,
-    /// Paused by an operator, for every tenant.
-    pub paused_for_every_tenant: bool,
-    /// Jobs waiting or in flight, and dead, by status.
-    #[schema(value_type = std::collections::HashMap<String, i64>)]
-    pub counts: serde_json::Map<String, Value>,
-    /// Seconds the oldest `queued` job has waited.
-    pub oldest_queued_age_seconds: Option<f64>,
-    /// Jobs that ended in the last minute, by status (succeeded, dead, cancelled).
-    #[schema(value_type = std::collections::HashMap<String, i64>)]
-    pub last_minute: serde_json::Map<String, Value>,
-}
 
 const DEAD_WHERE: &str = "tenant_id = $1 AND status = 'dead'
     AND ($2::text IS NULL OR queue = $2) AND ($3::text IS NULL OR type = $3)
@@ -267,12 +237,12 @@ impl Store {
                     paused_for_every_tenant: for_everyone,
                     counts: ["scheduled", "queued", "running", "retrying", "dead"]
                         .iter()
-                        .map(|s| (s.to_string(), Value::from(0)))
+                        .map(|s| (s.to_string(), 0))
                         .collect(),
                     oldest_queued_age_seconds: None,
                     last_minute: ["succeeded", "dead", "cancelled"]
                         .iter()
-                        .map(|s| (s.to_string(), Value::from(0)))
+                        .map(|s| (s.to_string(), 0))
                         .collect(),
                 };
                 for (_, status, recent, n, age) in rows.iter().filter(|r| &r.0 == name) {
@@ -281,7 +251,7 @@ impl Store {
                     } else {
                         &mut q.counts
                     };
-                    into.insert(status.clone(), Value::from(*n));
+                    into.insert(status.clone(), *n);
                     if age.is_some() {
                         q.oldest_queued_age_seconds = *age;
                     }

@@ -1,7 +1,9 @@
 //! Sagas: creation, reads. Their progress is SQL (`conveyor_sagas_advance` in the
 //! migrations), run inside the transaction that ends each step's job.
 
+use conveyor_types::sagas::{Saga, SagaStatus};
 use serde_json::Value;
+use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::Store;
@@ -29,9 +31,9 @@ pub struct NewSagaStep {
 
 pub enum SagaOutcome {
     /// The saga as the API shows it; its first step's job is queued.
-    Created(Value),
+    Created(Saga),
     /// The same idempotency key with the same request: the original saga.
-    Existing(Value),
+    Existing(Saga),
     /// The same idempotency key with a different request.
     Conflict,
 }
@@ -59,7 +61,7 @@ impl Store {
         .await?;
         if inserted.is_none() {
             tx.rollback().await?;
-            let held: Option<(Value, Option<Vec<u8>>)> = sqlx::query_as(
+            let held: Option<(Json<Saga>, Option<Vec<u8>>)> = sqlx::query_as(
                 "SELECT conveyor_saga_json(s), s.request_hash FROM sagas s
                  WHERE tenant_id = $1 AND idempotency_key = $2",
             )
@@ -68,7 +70,9 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
             return Ok(match held {
-                Some((body, hash)) if hash.as_deref() == Some(saga.request_hash.as_slice()) => {
+                Some((Json(body), hash))
+                    if hash.as_deref() == Some(saga.request_hash.as_slice()) =>
+                {
                     SagaOutcome::Existing(body)
                 }
                 _ => SagaOutcome::Conflict,
@@ -97,7 +101,7 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        let body: Value =
+        let Json(body): Json<Saga> =
             sqlx::query_scalar("SELECT conveyor_saga_json(s) FROM sagas s WHERE id = $1")
                 .bind(id)
                 .fetch_one(&mut *tx)
@@ -107,32 +111,33 @@ impl Store {
     }
 
     /// A saga as the API shows it; another tenant's id finds nothing.
-    pub async fn get_saga(&self, tenant_id: Uuid, id: Uuid) -> sqlx::Result<Option<Value>> {
-        self.one_of::<(Value,)>("sagas s", "conveyor_saga_json(s)", tenant_id, id)
+    pub async fn get_saga(&self, tenant_id: Uuid, id: Uuid) -> sqlx::Result<Option<Saga>> {
+        self.one_of::<(Json<Saga>,)>("sagas s", "conveyor_saga_json(s)", tenant_id, id)
             .await
-            .map(|row| row.map(|(v,)| v))
+            .map(|row| row.map(|(Json(s),)| s))
     }
 
     /// Newest first, optionally of one status; `before` is the keyset cursor.
     pub async fn list_sagas(
         &self,
         tenant_id: Uuid,
-        status: Option<&str>,
+        status: Option<SagaStatus>,
         before: Option<Uuid>,
         limit: i64,
-    ) -> sqlx::Result<Vec<(Uuid, Value)>> {
-        sqlx::query_as(
-            "SELECT id, conveyor_saga_json(s) FROM sagas s
+    ) -> sqlx::Result<Vec<Saga>> {
+        let rows: Vec<(Json<Saga>,)> = sqlx::query_as(
+            "SELECT conveyor_saga_json(s) FROM sagas s
              WHERE tenant_id = $1 AND ($2::text IS NULL OR status = $2)
                AND ($3::uuid IS NULL OR id < $3)
              ORDER BY id DESC LIMIT $4",
         )
         .bind(tenant_id)
-        .bind(status)
+        .bind(status.map(SagaStatus::as_str))
         .bind(before)
         .bind(limit)
         .fetch_all(&self.pool)
-        .await
+        .await?;
+        Ok(rows.into_iter().map(|(Json(s),)| s).collect())
     }
 }
 

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{jobs::insert_on, InsertOutcome, Store};
-use crate::model::{Job, JobStatus, JobTemplate, Schedule, ScheduleSpec};
+use crate::model::{Job, JobStatus, JobTemplate, NewJob, Schedule, ScheduleSpec};
 
 const SCHEDULE_COLUMNS: &str = "id, name, cron, timezone, job, enabled, overlap, catch_up, \
      next_fire_at, last_fired_at, last_job_id, created_at, updated_at";
@@ -14,6 +14,16 @@ const SCHEDULE_COLUMNS: &str = "id, name, cron, timezone, job, enabled, overlap,
 /// The tenant already has a schedule of this name.
 #[derive(Debug)]
 pub struct NameTaken;
+
+/// What `update_schedule` did.
+#[derive(Debug)]
+pub enum ScheduleUpdate {
+    Updated(Box<Schedule>),
+    /// Another of the tenant's schedules has the new name.
+    NameTaken,
+    /// The tenant has no such schedule.
+    NotFound,
+}
 
 /// What one firing pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +81,7 @@ impl Store {
         tenant_id: Uuid,
         id: Uuid,
         spec: &ScheduleSpec,
-    ) -> sqlx::Result<Option<Result<Schedule, NameTaken>>> {
+    ) -> sqlx::Result<ScheduleUpdate> {
         let sql = format!(
             "UPDATE schedules SET name = $3, cron = $4, timezone = $5, job = $6, enabled = $7,
                overlap = $8, catch_up = $9, next_fire_at = $10, updated_at = now()
@@ -80,8 +90,9 @@ impl Store {
         let query = sqlx::query_as(&sql).bind(tenant_id).bind(id);
         let updated = bind_spec(query, spec).fetch_optional(&self.pool).await;
         match updated {
-            Ok(s) => Ok(s.map(Ok)),
-            Err(e) if is_unique_violation(&e) => Ok(Some(Err(NameTaken))),
+            Ok(Some(s)) => Ok(ScheduleUpdate::Updated(Box::new(s))),
+            Ok(None) => Ok(ScheduleUpdate::NotFound),
+            Err(e) if is_unique_violation(&e) => Ok(ScheduleUpdate::NameTaken),
             Err(e) => Err(e),
         }
     }
@@ -246,8 +257,8 @@ fn bind_spec<'q>(query: ScheduleQuery<'q>, spec: &'q ScheduleSpec) -> ScheduleQu
         .bind(&spec.timezone)
         .bind(sqlx::types::Json(&spec.job))
         .bind(spec.enabled)
-        .bind(&spec.overlap)
-        .bind(&spec.catch_up)
+        .bind(spec.overlap)
+        .bind(spec.catch_up)
         .bind(spec.next_fire_at)
 }
 
@@ -257,7 +268,7 @@ async fn submit(
     tenant_id: Uuid,
     template: &JobTemplate,
 ) -> sqlx::Result<Job> {
-    let job = template.to_new_job();
+    let job = NewJob::from_template(template);
     match insert_on(&mut *tx, &[(tenant_id, job)]).await?.remove(0) {
         InsertOutcome::Created(j) | InsertOutcome::Existing(j) => Ok(j),
         // A template has no idempotency key, so it cannot conflict.

@@ -1,7 +1,6 @@
 //! API usage: requests per key, UTC day and route class.
 
 use chrono::NaiveDate;
-use serde::Serialize;
 use uuid::Uuid;
 
 use super::Store;
@@ -15,13 +14,7 @@ pub struct UsageKey {
     pub route_class: &'static str,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct UsageRow {
-    pub key_id: Uuid,
-    pub day: NaiveDate,
-    pub route_class: String,
-    pub requests: i64,
-}
+pub use conveyor_types::usage::UsageRow;
 
 impl Store {
     /// Adds counts to the stored ones, in one statement.

@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{millis, Store, DELIVERIES_CHANNEL};
-use crate::webhook::{Delivery, DeliveryAttempt, Endpoint, EndpointPatch, NewEndpoint};
+use crate::webhook::{
+    Delivery, DeliveryAttempt, DeliveryStatus, Endpoint, EndpointPatch, NewEndpoint,
+};
 
 const ENDPOINT_COLUMNS: &str = "id, url, description, event_types, enabled, disabled_reason, \
      rate_limit_per_second, created_at, updated_at";
@@ -28,6 +30,17 @@ pub struct NewEvent {
     pub body: String,
     /// The trace it was published in: its deliveries carry it on.
     pub traceparent: Option<String>,
+}
+
+/// What `recover_endpoint` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoverOutcome {
+    /// This many failed deliveries are pending again.
+    Recovered(u64),
+    /// The endpoint is disabled: enable it first.
+    EndpointDisabled,
+    /// The tenant has no such endpoint.
+    NotFound,
 }
 
 pub enum ResendOutcome {
@@ -259,7 +272,7 @@ impl Store {
         &self,
         tenant_id: Uuid,
         endpoint_id: Uuid,
-        status: Option<&str>,
+        status: Option<DeliveryStatus>,
         before: Option<Uuid>,
         limit: i64,
     ) -> sqlx::Result<Option<Vec<Delivery>>> {
@@ -276,7 +289,7 @@ impl Store {
         let rows = sqlx::query_as(&sql)
             .bind(tenant_id)
             .bind(endpoint_id)
-            .bind(status)
+            .bind(status.map(DeliveryStatus::as_str))
             .bind(before)
             .bind(limit)
             .fetch_all(&self.pool)
@@ -350,19 +363,18 @@ impl Store {
         Ok(outcome)
     }
 
-    /// Sends again every failed delivery of an endpoint made since `since`. `None` when the
-    /// tenant has no such endpoint, `Some(Err(()))` when it is disabled, else how many.
+    /// Sends again every failed delivery of an endpoint made since `since`.
     pub async fn recover_endpoint(
         &self,
         tenant_id: Uuid,
         endpoint_id: Uuid,
         since: DateTime<Utc>,
-    ) -> sqlx::Result<Option<Result<u64, ()>>> {
+    ) -> sqlx::Result<RecoverOutcome> {
         let Some(endpoint) = self.get_endpoint(tenant_id, endpoint_id).await? else {
-            return Ok(None);
+            return Ok(RecoverOutcome::NotFound);
         };
         if !endpoint.enabled {
-            return Ok(Some(Err(())));
+            return Ok(RecoverOutcome::EndpointDisabled);
         }
         let mut tx = self.pool.begin().await?;
         // Only the endpoint's own rows (it belongs to the tenant: checked above).
@@ -384,7 +396,7 @@ impl Store {
             notify_deliveries(&mut tx).await?;
         }
         tx.commit().await?;
-        Ok(Some(Ok(n as u64)))
+        Ok(RecoverOutcome::Recovered(n as u64))
     }
 }
 

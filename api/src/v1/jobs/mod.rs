@@ -1,4 +1,6 @@
-//! `/v1/jobs`: submit, batch, get (with long-poll), list, attempts, cancel.
+//! `/v1/jobs`: submit (one, or a batch), read (with a long-poll), list, attempts, cancel.
+
+mod submission;
 
 use std::time::Duration;
 
@@ -6,39 +8,43 @@ use axum::{
     extract::State,
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
-    routing::{get, post},
-    Json, Router,
+    Json,
 };
 use conveyor_core::{
-    model::Attempt,
     store::{CancelOutcome, Detail, InsertOutcome, JobFilter},
     Job, JobStatus, NewJob, Scope,
 };
-use serde_json::{json, Value};
+use conveyor_types::{
+    jobs::{AttemptList, Include, ListJobs, SubmitJobBatch, SubmittedJobs, WaitForJob},
+    page::JobPage,
+    Problem as ProblemBody, SubmitJob,
+};
 use tokio::sync::broadcast::error::RecvError;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+pub use submission::JobRules;
 
 use crate::{
     auth::Auth,
-    extract::{idempotency_header, located, JsonBody, PathId, QueryPairs},
-    paging::{job_page, paging, MAX_PAGE_BYTES},
-    problem::{ApiResult, FieldError, Problem},
-    validate::{parse_job, JobRules},
+    http::{
+        extract::{idempotency_header, located, PathId, Query, Typed},
+        paging::{Paging, MAX_PAGE_BYTES},
+        problem::{ApiResult, FieldError, Problem},
+    },
     AppState,
 };
 
-pub const MAX_BATCH: usize = 1000;
-pub(crate) const MAX_WAIT_SECONDS: u64 = 60;
 /// A long-poll re-reads its job this often even without a notification, in case one was
 /// missed while the listener reconnected.
 const RECHECK: Duration = Duration::from_secs(5);
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/jobs", post(submit).get(list))
-        .route("/v1/jobs/batch", post(submit_batch))
-        .route("/v1/jobs/{id}", get(get_job))
-        .route("/v1/jobs/{id}/attempts", get(attempts))
-        .route("/v1/jobs/{id}/cancel", post(cancel))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(submit_job, list_jobs))
+        .routes(routes!(submit_job_batch))
+        .routes(routes!(get_job))
+        .routes(routes!(list_job_attempts))
+        .routes(routes!(cancel_job))
 }
 
 pub(crate) fn rules(state: &AppState) -> JobRules<'_> {
@@ -54,30 +60,37 @@ pub(crate) fn with_location(status: StatusCode, job: Job) -> Response {
     located(status, format!("/v1/jobs/{}", job.id), job)
 }
 
+/// Stores a job and queues it (or schedules it, for `run_at` or `delay_seconds`).
+///
+/// Besides what `SubmitJob`'s schema says, the API refuses with a `422`, naming the field:
+/// a `type` this deployment does not run, a `queue` it does not have (the `SubmitJob` schema
+/// lists both), a `payload` its type does not take, and a
+/// `callback_url` that does not resolve to a public address.
 #[utoipa::path(
     post,
-    operation_id = "submitJob",
     path = "/v1/jobs",
     tag = "jobs",
-    request_body = crate::openapi::SubmitJob,
+    request_body = SubmitJob,
     params(
-        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and request get the original answer"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[\x21-\x7e]*$",
+            description = "Retries with the same key and request get the original job"),
     ),
     responses(
         (status = 202, description = "Stored and queued (or scheduled)", body = Job, headers(("Location" = String, description = "Where to read it"))),
         (status = 200, description = "The same Idempotency-Key and request: the original job", body = Job, headers(("Location" = String, description = "Where to read it"))),
-        (status = 409, description = "The Idempotency-Key was used with a different request", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The Idempotency-Key was used with a different request", body = ProblemBody, content_type = "application/problem+json"),
     ),
 )]
-async fn submit(
+pub(crate) async fn submit_job(
     State(state): State<AppState>,
     auth: Auth,
     headers: HeaderMap,
-    JsonBody(body): JsonBody,
+    Typed(body): Typed<SubmitJob>,
 ) -> ApiResult<Response> {
     let p = auth.require(Scope::JobsWrite)?;
     let header_key = idempotency_header(&headers)?;
-    let mut job = parse_job(&rules(&state), &body, header_key, "")
+    let mut job = rules(&state)
+        .new_job(body, header_key, "")
         .await
         .map_err(Problem::validation)?;
     job.traceparent = request_trace(&headers);
@@ -125,13 +138,13 @@ pub(crate) fn request_trace_or_new(headers: &HeaderMap) -> String {
     request_trace(headers).unwrap_or_else(conveyor_core::trace::new_trace)
 }
 
-/// `include=payload`: list items with their payload and result, within a page's byte budget.
-pub(crate) fn include_payload(field: &str, v: &str) -> Result<Detail, FieldError> {
-    match v {
-        "payload" => Ok(Detail::Full {
+/// What a list reads of each job: with payload and result only when asked.
+pub(crate) fn detail(include: Option<Include>) -> Detail {
+    match include {
+        Some(Include::Payload) => Detail::Full {
             budget_bytes: MAX_PAGE_BYTES,
-        }),
-        _ => Err(FieldError::new(field, "the only value is `payload`")),
+        },
+        None => Detail::Summary,
     }
 }
 
@@ -139,22 +152,23 @@ fn idempotency_conflict() -> Problem {
     Problem::conflict("this idempotency key was used with a different request")
 }
 
+/// Stores up to 1,000 jobs together, or none of them. Each job takes its idempotency key in
+/// its `idempotency_key` (not the header). The rules of `submit_job` hold for each.
 #[utoipa::path(
     post,
-    operation_id = "submitJobBatch",
     path = "/v1/jobs/batch",
     tag = "jobs",
-    request_body = crate::openapi::SubmitBatch,
+    request_body = SubmitJobBatch,
     responses(
-        (status = 202, description = "All stored, in order", body = crate::openapi::JobList),
-        (status = 409, description = "An idempotency_key of the batch was used with a different request", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 202, description = "All stored, in order", body = SubmittedJobs),
+        (status = 409, description = "An idempotency_key of the batch was used with a different request", body = ProblemBody, content_type = "application/problem+json"),
     ),
 )]
-async fn submit_batch(
+pub(crate) async fn submit_job_batch(
     State(state): State<AppState>,
     auth: Auth,
     headers: HeaderMap,
-    JsonBody(body): JsonBody,
+    Typed(body): Typed<SubmitJobBatch>,
 ) -> ApiResult<Response> {
     let p = auth.require(Scope::JobsWrite)?;
     if headers.contains_key("idempotency-key") {
@@ -163,41 +177,11 @@ async fn submit_batch(
             "a batch takes idempotency_key on each job, not the header",
         )]));
     }
-    let items = match body.get("jobs") {
-        Some(Value::Array(items)) if !items.is_empty() && items.len() <= MAX_BATCH => items,
-        Some(Value::Array(items)) if items.is_empty() => {
-            return Err(Problem::validation(vec![FieldError::new(
-                "jobs",
-                "must hold at least one job",
-            )]))
-        }
-        Some(Value::Array(_)) => {
-            return Err(Problem::validation(vec![FieldError::new(
-                "jobs",
-                format!("at most {MAX_BATCH} jobs per batch"),
-            )]))
-        }
-        _ => {
-            return Err(Problem::validation(vec![FieldError::new(
-                "jobs",
-                "is required: an array of jobs",
-            )]))
-        }
-    };
-    if let Some(extra) = body
-        .as_object()
-        .and_then(|o| o.keys().find(|k| *k != "jobs"))
-    {
-        return Err(Problem::validation(vec![FieldError::new(
-            extra.clone(),
-            "unknown field",
-        )]));
-    }
     let rules = rules(&state);
-    let mut jobs: Vec<NewJob> = Vec::with_capacity(items.len());
+    let mut jobs: Vec<NewJob> = Vec::with_capacity(body.jobs.len());
     let mut errors = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        match parse_job(&rules, item, None, &format!("jobs[{i}].")).await {
+    for (i, item) in body.jobs.into_iter().enumerate() {
+        match rules.new_job(item, None, &format!("jobs[{i}].")).await {
             Ok(j) => jobs.push(j),
             Err(e) => errors.extend(e),
         }
@@ -234,53 +218,29 @@ async fn submit_batch(
         }
     }
     state.relay.kick();
-    Ok((StatusCode::ACCEPTED, Json(json!({ "jobs": out }))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(SubmittedJobs { jobs: out })).into_response())
 }
 
+/// Reads a job; with `wait`, holds the request until the job finishes or `wait` seconds
+/// pass (at most 60), whichever is first.
 #[utoipa::path(
     get,
-    operation_id = "getJob",
     path = "/v1/jobs/{id}",
     tag = "jobs",
-    params(
-        ("id" = Uuid, Path, description = "The job's id"),
-        ("wait" = Option<u64>, Query, minimum = 0, maximum = 60, description = "Seconds to wait for the job to finish (long-poll)"),
-    ),
+    params(("id" = Uuid, Path, description = "The job's id"), WaitForJob),
     responses((status = 200, description = "The job", body = Job)),
 )]
-async fn get_job(
+pub(crate) async fn get_job(
     State(state): State<AppState>,
     auth: Auth,
     PathId(id): PathId,
-    QueryPairs(q): QueryPairs,
+    Query(q): Query<WaitForJob>,
 ) -> ApiResult<Json<Job>> {
     let p = auth.require(Scope::JobsRead)?;
-    let mut wait = 0u64;
-    for (k, v) in &q {
-        match k.as_str() {
-            "wait" => {
-                wait = v
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|w| *w <= MAX_WAIT_SECONDS)
-                    .ok_or_else(|| {
-                        Problem::bad_query(vec![FieldError::new(
-                            "wait",
-                            format!("must be an integer from 0 to {MAX_WAIT_SECONDS}"),
-                        )])
-                    })?
-            }
-            other => {
-                return Err(Problem::bad_query(vec![FieldError::new(
-                    other,
-                    "unknown query parameter",
-                )]))
-            }
-        }
-    }
+    let wait = q.wait.unwrap_or(0);
     // Subscribe before the first read, so a finish between the two is not missed.
     let mut finished = state.waiters.subscribe();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(u64::from(wait));
     loop {
         let job = state
             .store
@@ -310,93 +270,74 @@ async fn get_job(
     }
 }
 
+/// The tenant's jobs, newest first. A `queue` or `type` no job has gives an empty page.
 #[utoipa::path(
     get,
-    operation_id = "listJobs",
     path = "/v1/jobs",
     tag = "jobs",
-    params(
-        ("status" = Option<JobStatus>, Query),
-        ("queue" = Option<String>, Query),
-        ("type" = Option<String>, Query),
-        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Page size (default 50)"),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
-        ("include" = Option<String>, Query, description = "`payload`: each job with its payload and result (left out otherwise); the page then ends early once it holds about 8 MiB"),
-    ),
-    responses(
-        (status = 200, description = "The tenant's jobs, newest first", body = crate::openapi::Page<Job>),
-    ),
+    params(ListJobs),
+    responses((status = 200, description = "The tenant's jobs, newest first", body = JobPage)),
 )]
-async fn list(
+pub(crate) async fn list_jobs(
     State(state): State<AppState>,
     auth: Auth,
-    QueryPairs(q): QueryPairs,
-) -> ApiResult<Json<Value>> {
+    Query(q): Query<ListJobs>,
+) -> ApiResult<Json<JobPage>> {
     let p = auth.require(Scope::JobsRead)?;
-    let mut filter = JobFilter::default();
-    let mut detail = Detail::Summary;
-    let (limit, before) = paging(&q, |k, v| {
-        let bad = |message: &str| Some(Err(FieldError::new(k, message)));
-        match k {
-            "status" => match JobStatus::parse(v) {
-                Some(s) => filter.status = Some(s),
-                None => return bad("must be one of scheduled, queued, running, retrying, succeeded, dead, cancelled"),
-            },
-            "queue" if conveyor_core::model::valid_queue_name(v) => filter.queue = Some(v.into()),
-            "queue" => return bad("is not a valid queue name"),
-            "type" => {
-                return Some(
-                    crate::validate::check_type(k, v).map(|t| filter.job_type = Some(t)),
-                )
-            }
-            "include" => return Some(include_payload(k, v).map(|d| detail = d)),
-            _ => return None,
-        }
-        Some(Ok(()))
-    })?;
-    let jobs = state
+    let paging = Paging::new(q.limit, q.cursor.as_ref())?;
+    let filter = JobFilter {
+        status: q.status,
+        queue: q.queue,
+        job_type: q.job_type,
+    };
+    let page = state
         .store
-        .list_jobs(p.tenant_id, &filter, before, limit + 1, detail)
+        .list_jobs(
+            p.tenant_id,
+            &filter,
+            paging.before,
+            paging.fetch(),
+            detail(q.include),
+        )
         .await?;
-    Ok(job_page(jobs, limit, detail))
+    let (data, next_cursor) = paging.page(page.jobs, page.cut_short, |j| j.id);
+    Ok(Json(JobPage { data, next_cursor }))
 }
 
+/// A job's attempts, oldest first.
 #[utoipa::path(
     get,
-    operation_id = "listJobAttempts",
     path = "/v1/jobs/{id}/attempts",
     tag = "jobs",
     params(("id" = Uuid, Path, description = "The job's id")),
-    responses(
-        (status = 200, description = "The job's attempts, oldest first", body = crate::openapi::Listed<Attempt>),
-    ),
+    responses((status = 200, description = "The job's attempts, oldest first", body = AttemptList)),
 )]
-async fn attempts(
+pub(crate) async fn list_job_attempts(
     State(state): State<AppState>,
     auth: Auth,
     PathId(id): PathId,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AttemptList>> {
     let p = auth.require(Scope::JobsRead)?;
-    let attempts = state
+    let data = state
         .store
         .list_attempts(p.tenant_id, id)
         .await?
         .ok_or_else(|| Problem::not_found("no such job"))?;
-    Ok(Json(json!({ "data": attempts })))
+    Ok(Json(AttemptList { data }))
 }
 
+/// Cancels a job that has not finished: no attempt of it starts from the answer on.
 #[utoipa::path(
     post,
-    operation_id = "cancelJob",
     path = "/v1/jobs/{id}/cancel",
     tag = "jobs",
     params(("id" = Uuid, Path, description = "The job's id")),
     responses(
         (status = 200, description = "Cancelled", body = Job),
-        (status = 409, description = "The job has already finished", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job has already finished", body = ProblemBody, content_type = "application/problem+json"),
     ),
 )]
-async fn cancel(
+pub(crate) async fn cancel_job(
     State(state): State<AppState>,
     auth: Auth,
     PathId(id): PathId,

@@ -5,24 +5,10 @@ use axum::{
     http::{header, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
 };
-use serde::Serialize;
 
-/// One bad field of a request, by its path (`jobs[2].type`), and what is wrong with it.
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
+pub use conveyor_types::FieldError;
 
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
-
+/// An error on its way out: its status and headers besides its body.
 #[derive(Debug)]
 pub struct Problem {
     pub status: StatusCode,
@@ -33,17 +19,6 @@ pub struct Problem {
     pub retry_after: Option<u64>,
     /// For a 429: the limit, for the `RateLimit-*` headers.
     pub rate_limit: Option<u32>,
-}
-
-#[derive(Serialize)]
-struct Body<'a> {
-    #[serde(rename = "type")]
-    kind: String,
-    title: &'a str,
-    status: u16,
-    detail: &'a str,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    errors: &'a [FieldError],
 }
 
 impl Problem {
@@ -191,12 +166,12 @@ impl Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let body = Body {
+        let body = conveyor_types::Problem {
             kind: format!("urn:conveyor:problem:{}", self.kind),
-            title: self.title,
+            title: self.title.to_owned(),
             status: self.status.as_u16(),
-            detail: &self.detail,
-            errors: &self.errors,
+            detail: self.detail,
+            errors: self.errors,
         };
         let mut resp = (self.status, axum::Json(body)).into_response();
         resp.headers_mut().insert(
