@@ -20,6 +20,7 @@ mod openapi;
 mod operators;
 mod otlp;
 mod outage;
+mod python_client;
 mod receiver;
 mod retention;
 mod sagas;
