@@ -5,7 +5,8 @@
 //! - `v1/`: the routes, a module per resource (handlers and the rules beyond the schema).
 //! - `http/`: what every route shares: the server loop, extractors, schema checks, paging,
 //!   problems, middleware.
-//! - `openapi`: the document, finished from the routes' own descriptions.
+//! - `openapi`: the document, finished from the routes' own descriptions; `reference`: the
+//!   same document as a page to read, at `/docs`.
 //! - `console/`: the operators' web console, calling the same services as the routes.
 //! - `auth`, `limits`, `usage`, `listener`, `waiters`: keys, rate limits and backlogs, usage
 //!   counts, and what this process hears from the others.
@@ -16,6 +17,7 @@ pub mod http;
 mod limits;
 mod listener;
 mod openapi;
+mod reference;
 mod usage;
 mod v1;
 mod waiters;
@@ -190,6 +192,7 @@ pub fn router(state: AppState) -> Router {
     let request_timeout = state.request_timeout;
     let (api, _) = api_routes().split_for_parts();
     api.merge(console::router())
+        .route("/docs", axum::routing::get(reference::get_docs))
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
         .with_state(state)

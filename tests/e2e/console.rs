@@ -360,3 +360,28 @@ async fn console_sessions_end_on_sign_out_and_forms_need_their_token() {
     );
     app.stop().await;
 }
+
+/// `/docs`: the document as a page to read, in Chromium, with nothing from elsewhere (the
+/// browser would wait on a fetch it could not make; this machine has no internet either).
+#[tokio::test]
+async fn the_api_reference_at_docs_reads_in_a_browser() {
+    let app = TestApp::start().await;
+    let b = Browser::start().await;
+    b.goto(&format!("{}/docs", app.url)).await;
+    assert_eq!(b.text("#base-url").await, app.url);
+    let heading = b.text("#submit_job h3").await;
+    assert!(heading.contains("/v1/jobs"), "{heading}");
+    let source = b.source().await;
+    for needle in [
+        "id=\"schema-SubmitJob\"",
+        "id=\"list_jobs\"",
+        "job.succeeded",
+        "This deployment runs",
+    ] {
+        assert!(source.contains(needle), "no {needle} on /docs");
+    }
+    b.goto(&format!("{}/docs#schema-Job", app.url)).await;
+    b.screenshot(&screenshots(), "20-api-reference").await;
+    b.quit().await;
+    app.stop().await;
+}
