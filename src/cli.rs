@@ -1,13 +1,26 @@
 //! The operators' command line: `conveyor jobs|dlq|queues …` talk to a running Conveyor over
 //! its HTTP API (`CONVEYOR_URL`, `CONVEYOR_API_KEY`), with readable tables by default and
-//! `--json` for scripts (the API's own JSON, one document per command).
+//! `--json` for scripts (the API's own JSON, one document per command). Every call goes
+//! through the typed client (`conveyor-client`), so the command line and the API cannot
+//! disagree on a field's name or type without the build failing.
 
 use anyhow::{bail, Context};
+use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
+use conveyor_client::{
+    types::{
+        jobs::{ListJobs, SubmitJob},
+        keys::{CreateKey, Scope},
+        operators::{ListDeadLetters, ListQueues, QueueStats, ReplayDeadLetters, ReplayJob},
+        page::{JobPage, PageQuery},
+        Cursor, Job, JobStatus,
+    },
+    Client,
+};
 use indicatif::{ProgressBar, ProgressStyle};
-use reqwest::Method;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 #[derive(Debug, Args)]
@@ -108,7 +121,7 @@ pub struct DeadFilterArgs {
     job_type: Option<String>,
     /// Died at or after this RFC 3339 time.
     #[arg(long)]
-    since: Option<String>,
+    since: Option<DateTime<Utc>>,
 }
 
 impl DeadFilterArgs {
@@ -116,22 +129,24 @@ impl DeadFilterArgs {
         self.queue.is_none() && self.job_type.is_none() && self.since.is_none()
     }
 
-    fn query(&self) -> Vec<(&'static str, String)> {
-        [
-            ("queue", &self.queue),
-            ("type", &self.job_type),
-            ("since", &self.since),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
-        .collect()
+    fn listing(&self, limit: u32, cursor: Option<Cursor>) -> ListDeadLetters {
+        ListDeadLetters {
+            queue: self.queue.clone(),
+            job_type: self.job_type.clone(),
+            since: self.since,
+            limit: Some(limit),
+            cursor,
+            include: None,
+        }
     }
 
-    fn body(&self) -> serde_json::Map<String, Value> {
-        self.query()
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), Value::String(v)))
-            .collect()
+    fn replay(&self) -> ReplayDeadLetters {
+        ReplayDeadLetters {
+            queue: self.queue.clone(),
+            job_type: self.job_type.clone(),
+            since: self.since,
+            ..ReplayDeadLetters::default()
+        }
     }
 }
 
@@ -143,91 +158,30 @@ pub enum QueuesCommand {
     Resume { name: String },
 }
 
-/// The API, with the caller's key; a problem answer becomes an error that says what it says.
-struct Api {
-    http: reqwest::Client,
-    url: String,
-    key: String,
-}
-
-impl Api {
-    fn new(args: &ClientArgs) -> anyhow::Result<Self> {
-        let Some(key) = args.api_key.clone() else {
-            bail!("no API key: set CONVEYOR_API_KEY or pass --api-key (`conveyor keys create` makes one)");
-        };
-        Ok(Self {
-            http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(90))
-                .build()?,
-            url: args.url.trim_end_matches('/').to_owned(),
-            key,
-        })
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> anyhow::Result<Value> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(&self.key);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("reaching Conveyor at {}", self.url))?;
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if status.is_success() {
-            return Ok(value);
-        }
-        let mut msg = format!(
-            "{} {}: {}",
-            status.as_u16(),
-            value["title"].as_str().unwrap_or("error"),
-            value["detail"].as_str().unwrap_or(&text)
+/// The API with the caller's key; a problem answer becomes an error that says what it says
+/// (with every field error on a line of its own).
+fn api(args: &ClientArgs) -> anyhow::Result<Client> {
+    let Some(key) = args.api_key.as_deref() else {
+        bail!(
+            "no API key: set CONVEYOR_API_KEY or pass --api-key (`conveyor keys create` makes one)"
         );
-        for e in value["errors"].as_array().into_iter().flatten() {
-            msg.push_str(&format!(
-                "\n  {}: {}",
-                e["field"].as_str().unwrap_or("?"),
-                e["message"].as_str().unwrap_or("?")
-            ));
-        }
-        bail!(msg)
-    }
-
-    async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
-        let qs = form_query(query);
-        self.call(Method::GET, &format!("{path}{qs}"), None).await
-    }
-}
-
-fn form_query(pairs: &[(&str, String)]) -> String {
-    if pairs.is_empty() {
-        return String::new();
-    }
-    let mut s = form_urlencoded::Serializer::new(String::from("?"));
-    for (k, v) in pairs {
-        s.append_pair(k, v);
-    }
-    s.finish()
+    };
+    Client::new(&args.url, key).with_context(|| format!("a client of {}", args.url))
 }
 
 fn parse_json(flag: &str, text: &str) -> anyhow::Result<Value> {
     serde_json::from_str(text).with_context(|| format!("{flag} is not valid JSON"))
 }
 
-fn short(v: &Value, max: usize) -> String {
-    let s = match v {
+fn cursor(text: Option<String>) -> Option<Cursor> {
+    text.map(Cursor)
+}
+
+/// A value for a table cell: text as it is, anything else as JSON, cut at `max` characters.
+fn short(v: &impl Serialize, max: usize) -> String {
+    let s = match serde_json::to_value(v).unwrap_or(Value::Null) {
         Value::Null => String::new(),
-        Value::String(s) => s.clone(),
+        Value::String(s) => s,
         other => other.to_string(),
     };
     if s.chars().count() > max {
@@ -243,8 +197,9 @@ fn table(header: &[&str]) -> Table {
     t
 }
 
-fn print_job(job: &Value) {
+fn print_job(job: &Job) {
     let mut t = table(&["field", "value"]);
+    let v = serde_json::to_value(job).unwrap_or_default();
     for k in [
         "id",
         "type",
@@ -260,14 +215,14 @@ fn print_job(job: &Value) {
         "result",
         "error",
     ] {
-        if !job[k].is_null() {
-            t.add_row(vec![k.to_owned(), short(&job[k], 200)]);
+        if !v[k].is_null() {
+            t.add_row(vec![k.to_owned(), short(&v[k], 200)]);
         }
     }
     println!("{t}");
 }
 
-fn print_jobs(page: &Value) {
+fn print_jobs(page: &JobPage) {
     let mut t = table(&[
         "id",
         "type",
@@ -277,33 +232,34 @@ fn print_jobs(page: &Value) {
         "created_at",
         "error",
     ]);
-    for j in page["data"].as_array().into_iter().flatten() {
+    for j in &page.data {
         t.add_row(vec![
-            short(&j["id"], 36),
-            short(&j["type"], 30),
-            short(&j["queue"], 20),
-            short(&j["status"], 10),
-            format!("{}/{}", j["attempts"], j["max_attempts"]),
-            short(&j["created_at"], 27),
-            short(&j["error"], 60),
+            j.id.to_string(),
+            short(&j.job_type, 30),
+            short(&j.queue, 20),
+            j.status.to_string(),
+            format!("{}/{}", j.attempts, j.max_attempts),
+            short(&j.created_at, 27),
+            short(&j.error, 60),
         ]);
     }
     println!("{t}");
-    if let Some(c) = page["next_cursor"].as_str() {
-        eprintln!("more: --cursor {c}");
+    if let Some(c) = &page.next_cursor {
+        eprintln!("more: --cursor {}", c.0);
     }
 }
 
-fn emit(json_out: bool, v: &Value, table: impl FnOnce(&Value)) {
+/// `--json`: the API's JSON as it came; otherwise a table.
+fn emit<T: Serialize>(json_out: bool, v: &T, table: impl FnOnce(&T)) {
     if json_out {
-        println!("{v}");
+        println!("{}", serde_json::to_string(v).unwrap_or_default());
     } else {
         table(v);
     }
 }
 
 pub async fn jobs(args: &ClientArgs, cmd: JobsCommand) -> anyhow::Result<()> {
-    let api = Api::new(args)?;
+    let api = api(args)?;
     match cmd {
         JobsCommand::Submit {
             job_type,
@@ -313,24 +269,19 @@ pub async fn jobs(args: &ClientArgs, cmd: JobsCommand) -> anyhow::Result<()> {
             max_attempts,
             idempotency_key,
         } => {
-            let mut body = json!({"type": job_type, "payload": parse_json("--payload", &payload)?});
-            for (k, v) in [
-                ("queue", queue.map(Value::from)),
-                ("delay_seconds", delay_seconds.map(Value::from)),
-                ("max_attempts", max_attempts.map(Value::from)),
-                ("idempotency_key", idempotency_key.map(Value::from)),
-            ] {
-                if let Some(v) = v {
-                    body[k] = v;
-                }
-            }
-            let job = api.call(Method::POST, "/v1/jobs", Some(&body)).await?;
+            let body = SubmitJob {
+                queue,
+                delay_seconds: delay_seconds.map(|d| d.try_into().unwrap_or(i64::MAX)),
+                max_attempts: max_attempts.map(|m| m.try_into().unwrap_or(i32::MAX)),
+                idempotency_key,
+                ..SubmitJob::new(job_type, parse_json("--payload", &payload)?)
+            };
+            let job = api.submit_job(&body).await?;
             emit(args.json, &job, print_job);
         }
         JobsCommand::Get { id, wait } => {
-            let q: Vec<(&str, String)> =
-                wait.map(|w| ("wait", w.to_string())).into_iter().collect();
-            let job = api.get(&format!("/v1/jobs/{id}"), &q).await?;
+            let wait = wait.map(|w| w.try_into().unwrap_or(u32::MAX));
+            let job = api.get_job(id, wait).await?;
             emit(args.json, &job, print_job);
         }
         JobsCommand::List {
@@ -338,25 +289,28 @@ pub async fn jobs(args: &ClientArgs, cmd: JobsCommand) -> anyhow::Result<()> {
             queue,
             job_type,
             limit,
-            cursor,
+            cursor: after,
         } => {
-            let q: Vec<(&str, String)> = [
-                ("status", status),
-                ("queue", queue),
-                ("type", job_type),
-                ("limit", Some(limit.to_string())),
-                ("cursor", cursor),
-            ]
-            .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k, v)))
-            .collect();
-            let page = api.get("/v1/jobs", &q).await?;
+            let status = match status {
+                Some(s) => Some(JobStatus::parse(&s).with_context(|| {
+                    let all: Vec<&str> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
+                    format!("--status {s:?}: one of {}", all.join(", "))
+                })?),
+                None => None,
+            };
+            let query = ListJobs {
+                status,
+                queue,
+                job_type,
+                limit: Some(limit),
+                cursor: cursor(after),
+                include: None,
+            };
+            let page = api.list_jobs(&query).await?;
             emit(args.json, &page, print_jobs);
         }
         JobsCommand::Cancel { id } => {
-            let job = api
-                .call(Method::POST, &format!("/v1/jobs/{id}/cancel"), None)
-                .await?;
+            let job = api.cancel_job(id).await?;
             emit(args.json, &job, print_job);
         }
     }
@@ -364,24 +318,23 @@ pub async fn jobs(args: &ClientArgs, cmd: JobsCommand) -> anyhow::Result<()> {
 }
 
 pub async fn dlq(args: &ClientArgs, cmd: DlqCommand) -> anyhow::Result<()> {
-    let api = Api::new(args)?;
+    let api = api(args)?;
     match cmd {
         DlqCommand::List {
             filter,
             limit,
-            cursor,
+            cursor: after,
         } => {
-            let mut q = filter.query();
-            q.push(("limit", limit.to_string()));
-            q.extend(cursor.map(|c| ("cursor", c)));
-            let page = api.get("/v1/dead-letters", &q).await?;
+            let page = api
+                .list_dead_letters(&filter.listing(limit, cursor(after)))
+                .await?;
             emit(args.json, &page, print_jobs);
         }
         DlqCommand::Show { id } => {
-            let job = api.get(&format!("/v1/jobs/{id}"), &[]).await?;
-            let attempts = api.get(&format!("/v1/jobs/{id}/attempts"), &[]).await?;
+            let job = api.get_job(id, None).await?;
+            let attempts = api.list_job_attempts(id).await?;
             if args.json {
-                println!("{}", json!({"job": job, "attempts": attempts["data"]}));
+                println!("{}", json!({"job": job, "attempts": attempts.data}));
             } else {
                 print_job(&job);
                 let mut t = table(&[
@@ -392,14 +345,14 @@ pub async fn dlq(args: &ClientArgs, cmd: DlqCommand) -> anyhow::Result<()> {
                     "worker",
                     "error",
                 ]);
-                for a in attempts["data"].as_array().into_iter().flatten() {
+                for a in &attempts.data {
                     t.add_row(vec![
-                        a["attempt"].to_string(),
-                        short(&a["outcome"], 10),
-                        short(&a["started_at"], 27),
-                        short(&a["finished_at"], 27),
-                        short(&a["worker"], 30),
-                        short(&a["error"], 80),
+                        a.attempt.to_string(),
+                        short(&a.outcome, 10),
+                        short(&a.started_at, 27),
+                        short(&a.finished_at, 27),
+                        short(&a.worker, 30),
+                        short(&a.error, 80),
                     ]);
                 }
                 println!("{t}");
@@ -428,7 +381,7 @@ pub async fn dlq(args: &ClientArgs, cmd: DlqCommand) -> anyhow::Result<()> {
 }
 
 async fn replay(
-    api: &Api,
+    api: &Client,
     json_out: bool,
     ids: Vec<Uuid>,
     filter: DeadFilterArgs,
@@ -446,36 +399,39 @@ async fn replay(
         if dry_run {
             bail!("--dry-run is for replays by filter or ids, not --payload");
         }
-        let body = json!({"payload": parse_json("--payload", &payload)?});
-        let job = api
-            .call(Method::POST, &format!("/v1/jobs/{id}/replay"), Some(&body))
-            .await?;
+        let body = ReplayJob {
+            payload: Some(parse_json("--payload", &payload)?),
+        };
+        let job = api.replay_job(*id, &body).await?;
         emit(json_out, &job, print_job);
         return Ok(());
     }
-    let patch = payload_patch
-        .map(|p| parse_json("--payload-patch", &p))
-        .transpose()?;
-    let mut base = filter.body();
+    let patch: Option<Map<String, Value>> = match payload_patch {
+        Some(p) => match parse_json("--payload-patch", &p)? {
+            Value::Object(o) => Some(o),
+            _ => bail!("--payload-patch must be a JSON object"),
+        },
+        None => None,
+    };
+    let mut base = filter.replay();
     if !ids.is_empty() {
-        base.insert("ids".into(), json!(ids));
+        base.ids = Some(ids.clone());
     }
     let dry = api
-        .call(
-            Method::POST,
-            "/v1/dead-letters/replay",
-            Some(&json!(dict(&base, &[("dry_run", json!(true))]))),
-        )
+        .replay_dead_letters(&ReplayDeadLetters {
+            dry_run: Some(true),
+            ..base.clone()
+        })
         .await?;
     // Every match: those the dry run took up and those past its per-request cap.
-    let matched = dry["matched"].as_u64().unwrap_or(0) + dry["remaining"].as_u64().unwrap_or(0);
+    let matched = dry.matched + dry.remaining;
     if dry_run {
         emit(json_out, &dry, |d| {
             println!(
                 "dry run: {matched} dead jobs match, {} would be replayed and {} skipped; \
                  nothing was replayed",
-                d["would_replay"],
-                d["skipped"].as_array().map_or(0, Vec::len)
+                d.would_replay.unwrap_or(0),
+                d.skipped.len()
             )
         });
         return Ok(());
@@ -491,86 +447,54 @@ async fn replay(
         ProgressStyle::with_template("replaying {bar:40} {pos}/{len} ({eta} left)")
             .expect("a valid template"),
     );
-    let (mut replayed, mut skipped, mut cursor) = (0u64, Vec::new(), None::<String>);
+    let (mut replayed, mut skipped, mut after) = (0u64, Vec::new(), None::<Cursor>);
     loop {
-        let mut q = filter.query();
-        q.push(("limit", "200".into()));
-        q.extend(cursor.clone().map(|c| ("cursor", c)));
-        let page = if ids.is_empty() {
-            api.get("/v1/dead-letters", &q).await?
+        let (chunk, next) = if ids.is_empty() {
+            let page = api
+                .list_dead_letters(&filter.listing(200, after.clone()))
+                .await?;
+            let chunk: Vec<Uuid> = page.data.iter().map(|j| j.id).collect();
+            (chunk, page.next_cursor)
         } else {
-            json!({"data": ids.iter().map(|id| json!({"id": id})).collect::<Vec<_>>()})
+            (ids.clone(), None)
         };
-        let chunk: Vec<Value> = page["data"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|j| j["id"].clone())
-            .collect();
         if chunk.is_empty() {
             break;
         }
-        let mut body = dict(&base, &[("ids", json!(chunk))]);
-        if let Some(p) = &patch {
-            body.insert("payload_patch".into(), p.clone());
-        }
         let done = api
-            .call(
-                Method::POST,
-                "/v1/dead-letters/replay",
-                Some(&Value::Object(body)),
-            )
+            .replay_dead_letters(&ReplayDeadLetters {
+                ids: Some(chunk.clone()),
+                payload_patch: patch.clone(),
+                ..base.clone()
+            })
             .await?;
-        replayed += done["replayed"].as_u64().unwrap_or(0);
-        skipped.extend(done["skipped"].as_array().cloned().unwrap_or_default());
+        replayed += done.replayed;
+        skipped.extend(done.skipped);
         bar.inc(chunk.len() as u64);
-        cursor = page["next_cursor"].as_str().map(str::to_owned);
-        if !ids.is_empty() || cursor.is_none() {
+        after = next;
+        if !ids.is_empty() || after.is_none() {
             break;
         }
     }
     bar.finish_and_clear();
     let summary = json!({"matched": matched, "replayed": replayed, "skipped": skipped});
-    emit(json_out, &summary, |s| {
+    emit(json_out, &summary, |_| {
         println!("replayed {replayed} of {matched} matched dead jobs");
-        for sk in s["skipped"].as_array().into_iter().flatten() {
-            println!(
-                "skipped {}: {}",
-                short(&sk["id"], 36),
-                short(&sk["reason"], 200)
-            );
+        for sk in &skipped {
+            println!("skipped {}: {}", sk.id, short(&sk.reason, 200));
         }
     });
     Ok(())
 }
 
-fn dict(
-    base: &serde_json::Map<String, Value>,
-    extra: &[(&str, Value)],
-) -> serde_json::Map<String, Value> {
-    let mut m = base.clone();
-    for (k, v) in extra {
-        m.insert((*k).to_owned(), v.clone());
-    }
-    m
-}
-
 pub async fn queues(args: &ClientArgs, cmd: Option<QueuesCommand>) -> anyhow::Result<()> {
-    let api = Api::new(args)?;
-    let data = match cmd {
-        None => api.get("/v1/queues", &[]).await?["data"].clone(),
-        Some(QueuesCommand::Pause { name }) => {
-            json!([api
-                .call(Method::POST, &format!("/v1/queues/{name}/pause"), None)
-                .await?])
-        }
-        Some(QueuesCommand::Resume { name }) => {
-            json!([api
-                .call(Method::POST, &format!("/v1/queues/{name}/resume"), None)
-                .await?])
-        }
+    let api = api(args)?;
+    let data: Vec<QueueStats> = match cmd {
+        None => api.list_queues(&ListQueues::default()).await?.data,
+        Some(QueuesCommand::Pause { name }) => vec![api.pause_queue(&name).await?],
+        Some(QueuesCommand::Resume { name }) => vec![api.resume_queue(&name).await?],
     };
-    emit(args.json, &json!({"data": data}), |v| {
+    emit(args.json, &json!({"data": data}), |_| {
         let mut t = table(&[
             "queue",
             "paused",
@@ -582,29 +506,20 @@ pub async fn queues(args: &ClientArgs, cmd: Option<QueuesCommand>) -> anyhow::Re
             "oldest queued (s)",
             "done last min",
         ]);
-        for q in v["data"].as_array().into_iter().flatten() {
-            let c = &q["counts"];
-            let done: i64 = q["last_minute"]
-                .as_object()
-                .map(|m| m.values().filter_map(Value::as_i64).sum())
-                .unwrap_or(0);
+        for q in &data {
+            let count = |k: &str| q.counts.get(k).copied().unwrap_or(0).to_string();
             t.add_row(vec![
-                short(&q["name"], 30),
-                if q["paused"] == true {
-                    "yes".into()
-                } else {
-                    "no".into()
-                },
-                c["queued"].to_string(),
-                c["running"].to_string(),
-                c["scheduled"].to_string(),
-                c["retrying"].to_string(),
-                c["dead"].to_string(),
-                q["oldest_queued_age_seconds"]
-                    .as_f64()
+                short(&q.name, 30),
+                if q.paused { "yes" } else { "no" }.to_owned(),
+                count("queued"),
+                count("running"),
+                count("scheduled"),
+                count("retrying"),
+                count("dead"),
+                q.oldest_queued_age_seconds
                     .map(|a| format!("{a:.1}"))
                     .unwrap_or_default(),
-                done.to_string(),
+                q.last_minute.values().sum::<i64>().to_string(),
             ]);
         }
         println!("{t}");
@@ -622,38 +537,51 @@ pub struct KeyRequest {
 
 /// Makes a key with the caller's key; prints the new key alone (or the API's JSON).
 pub async fn create_key(args: &ClientArgs, req: KeyRequest) -> anyhow::Result<()> {
-    let api = Api::new(args)?;
-    let mut body = json!({"name": req.name, "scopes": req.scopes});
-    if let Some(d) = req.expires_in {
-        let at = chrono::Utc::now() + chrono::Duration::from_std(d).context("--expires-in")?;
-        body["expires_at"] = json!(at.to_rfc3339());
-    }
-    if let Some(r) = req.rate_limit {
-        body["rate_limit_per_second"] = json!(r);
-    }
-    let made = api.call(Method::POST, "/v1/keys", Some(&body)).await?;
-    emit(args.json, &made, |k| {
-        println!("{}", k["key"].as_str().unwrap_or_default())
-    });
+    let api = api(args)?;
+    let scopes = req
+        .scopes
+        .iter()
+        .map(|s| {
+            Scope::ALL
+                .into_iter()
+                .find(|known| known.as_str() == s)
+                .with_context(|| format!("--scope {s:?} is not a scope"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let expires_at = match req.expires_in {
+        Some(d) => Some(Utc::now() + chrono::Duration::from_std(d).context("--expires-in")?),
+        None => None,
+    };
+    let body = CreateKey {
+        name: req.name,
+        scopes,
+        expires_at,
+        rate_limit_per_second: req.rate_limit,
+    };
+    let made = api.create_key(&body).await?;
+    emit(args.json, &made, |k| println!("{}", k.key));
     Ok(())
 }
 
 /// The tenant's keys, newest first (never a key itself).
 pub async fn list_keys(args: &ClientArgs) -> anyhow::Result<()> {
-    let api = Api::new(args)?;
+    let api = api(args)?;
     let mut all = Vec::new();
-    let mut cursor: Option<String> = None;
+    let mut after: Option<Cursor> = None;
     loop {
-        let mut q = vec![("limit", "200".to_owned())];
-        q.extend(cursor.take().map(|c| ("cursor", c)));
-        let page = api.get("/v1/keys", &q).await?;
-        all.extend(page["data"].as_array().cloned().unwrap_or_default());
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
+        let page = api
+            .list_keys(&PageQuery {
+                limit: Some(200),
+                cursor: after.take(),
+            })
+            .await?;
+        all.extend(page.data);
+        match page.next_cursor {
+            Some(c) => after = Some(c),
             None => break,
         }
     }
-    emit(args.json, &json!({"data": all}), |v| {
+    emit(args.json, &json!({"data": all}), |_| {
         let mut t = table(&[
             "id",
             "name",
@@ -663,21 +591,16 @@ pub async fn list_keys(args: &ClientArgs) -> anyhow::Result<()> {
             "expires",
             "revoked",
         ]);
-        for k in v["data"].as_array().into_iter().flatten() {
-            let scopes: Vec<&str> = k["scopes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
+        for k in &all {
+            let scopes: Vec<&str> = k.scopes.iter().map(|s| s.as_str()).collect();
             t.add_row(vec![
-                short(&k["id"], 36),
-                short(&k["name"], 30),
-                short(&k["prefix"], 12),
+                k.id.to_string(),
+                short(&k.name, 30),
+                short(&k.prefix, 12),
                 scopes.join(","),
-                short(&k["last_used_at"], 20),
-                short(&k["expires_at"], 20),
-                short(&k["revoked_at"], 20),
+                short(&k.last_used_at, 20),
+                short(&k.expires_at, 20),
+                short(&k.revoked_at, 20),
             ]);
         }
         println!("{t}");
@@ -687,16 +610,10 @@ pub async fn list_keys(args: &ClientArgs) -> anyhow::Result<()> {
 
 /// Revokes one of the tenant's keys: from the answer on, no API process accepts it.
 pub async fn revoke_key(args: &ClientArgs, id: Uuid) -> anyhow::Result<()> {
-    let api = Api::new(args)?;
-    let revoked = api
-        .call(Method::DELETE, &format!("/v1/keys/{id}"), None)
-        .await?;
+    let api = api(args)?;
+    let revoked = api.revoke_key(id).await?;
     emit(args.json, &revoked, |k| {
-        println!(
-            "revoked {} ({})",
-            k["prefix"].as_str().unwrap_or("?"),
-            short(&k["name"], 60)
-        )
+        println!("revoked {} ({})", k.prefix, short(&k.name, 60))
     });
     Ok(())
 }
