@@ -16,6 +16,7 @@ use std::time::Duration;
 
 pub use conveyor_types as types;
 use conveyor_types::{
+    health::Readiness,
     jobs::{AttemptList, Job, ListJobs, SubmitJob, SubmitJobBatch, SubmittedJobs},
     keys::{CreateKey, CreatedKey, KeyInfo},
     operators::{
@@ -175,6 +176,13 @@ impl Client {
     /// A POST without a body.
     async fn act<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         self.send(self.request(Method::POST, path)).await
+    }
+
+    /// `GET /readyz` (no key needed): PostgreSQL and RabbitMQ answer (a `503` problem when
+    /// one does not).
+    pub async fn get_readiness(&self) -> Result<Readiness> {
+        self.send(self.http.get(format!("{}/readyz", self.base)))
+            .await
     }
 
     // ---- jobs ----

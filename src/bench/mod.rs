@@ -16,7 +16,8 @@ use std::{
 
 use anyhow::Context;
 use clap::Args;
-use conveyor_core::{db, Config, Job, JobStatus, Scope, Store};
+use conveyor_client::{types::SubmitJob, Client};
+use conveyor_core::{db, Config, JobStatus, Scope, Store};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -129,32 +130,27 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             store.create_key(tenant, &scopes).await?
         }
     };
-    let client = reqwest::Client::builder()
+    let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
         .timeout(Duration::from_secs(90))
         .build()?;
+    let api = Client::with_http(http, &url, &key);
     // A Conveyor just started is ready once its first contact with RabbitMQ succeeded.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let ready = client
-            .get(format!("{url}/readyz"))
-            .send()
-            .await
-            .with_context(|| format!("reaching {url}"))?;
-        if ready.status().is_success() {
-            break;
+        match api.get_readiness().await {
+            Ok(_) => break,
+            Err(e @ conveyor_client::Error::Transport(_)) => {
+                return Err(e).with_context(|| format!("reaching {url}"))
+            }
+            Err(e) => anyhow::ensure!(Instant::now() < deadline, "{url}/readyz: {e}"),
         }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "{url}/readyz answered {}",
-            ready.status()
-        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let report = match args.mode {
-        Mode::Webhooks => webhooks::run(&args, &client, &url, &key).await,
-        Mode::Sagas => sagas::run(&args, &client, &url, &key).await,
-        _ => run_jobs(&args, &client, &url, &key).await,
+        Mode::Webhooks => webhooks::run(&args, &api).await,
+        Mode::Sagas => sagas::run(&args, &api).await,
+        _ => run_jobs(&args, &api).await,
     };
     if let Some(r) = running {
         r.stop().await?;
@@ -217,40 +213,19 @@ where
     Ok(())
 }
 
-async fn run_jobs(
-    args: &BenchArgs,
-    client: &reqwest::Client,
-    url: &str,
-    key: &str,
-) -> anyhow::Result<Report> {
-    let (client, url, key) = (client.clone(), url.to_owned(), key.to_owned());
-
+async fn run_jobs(args: &BenchArgs, api: &Client) -> anyhow::Result<Report> {
     // Submit.
     let ids = Arc::new(std::sync::Mutex::new(Vec::with_capacity(args.jobs)));
     let started = Instant::now();
-    let (submit_ids, queue) = (ids.clone(), args.queue.clone());
-    let (submit_client, submit_url, submit_key) = (client.clone(), url.clone(), key.clone());
+    let (submit_ids, queue, submit_api) = (ids.clone(), args.queue.clone(), api.clone());
     paced(args, started, move |i| {
-        let (client, url, key, ids) = (
-            submit_client.clone(),
-            submit_url.clone(),
-            submit_key.clone(),
-            submit_ids.clone(),
-        );
-        let queue = queue.clone();
+        let (api, ids) = (submit_api.clone(), submit_ids.clone());
+        let body = SubmitJob {
+            queue: Some(queue.clone()),
+            ..SubmitJob::new("echo", json!({"i": i}))
+        };
         async move {
-            let resp = client
-                .post(format!("{url}/v1/jobs"))
-                .bearer_auth(&key)
-                .json(&json!({"type": "echo", "queue": queue, "payload": {"i": i}}))
-                .send()
-                .await?;
-            anyhow::ensure!(
-                resp.status().as_u16() == 202,
-                "submit answered {}",
-                resp.status()
-            );
-            let job: Job = resp.json().await?;
+            let job = api.submit_job(&body).await?;
             ids.lock().unwrap().push(job.id);
             Ok(())
         }
@@ -264,29 +239,15 @@ async fn run_jobs(
     let next = Arc::new(AtomicUsize::new(0));
     let mut waiters = tokio::task::JoinSet::new();
     for _ in 0..args.concurrency.max(1) {
-        let (client, url, key, ids, next, samples) = (
-            client.clone(),
-            url.clone(),
-            key.clone(),
-            ids.clone(),
-            next.clone(),
-            samples.clone(),
-        );
+        let (api, ids, next, samples) = (api.clone(), ids.clone(), next.clone(), samples.clone());
         waiters.spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(id) = ids.get(i) else {
                     return Ok::<_, anyhow::Error>(());
                 };
-                let job: Job = loop {
-                    let job: Job = client
-                        .get(format!("{url}/v1/jobs/{id}?wait=60"))
-                        .bearer_auth(&key)
-                        .send()
-                        .await?
-                        .error_for_status()?
-                        .json()
-                        .await?;
+                let job = loop {
+                    let job = api.get_job(*id, Some(60)).await?;
                     if job.status.is_terminal() {
                         break job;
                     }

@@ -15,39 +15,40 @@ use std::{
 
 use axum::{extract::State, routing::post, Json, Router};
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
+use conveyor_client::{
+    types::{
+        sagas::{SagaStepSpec, SubmitSaga},
+        JobSpec, Saga, SagaStatus,
+    },
+    Client,
+};
+use serde_json::json;
 use tokio::sync::Notify;
+use uuid::Uuid;
 
 use super::{paced, serve_local, BenchArgs, Report};
 
 #[derive(Default)]
 struct Finished {
     /// Saga id → its final state, as its callback carried it (a redelivery counts once).
-    sagas: Mutex<HashMap<String, Value>>,
+    sagas: Mutex<HashMap<Uuid, Saga>>,
     count: AtomicUsize,
     changed: Notify,
 }
 
-async fn receive(State(f): State<Arc<Finished>>, Json(saga): Json<Value>) -> &'static str {
-    let id = saga["id"].as_str().unwrap_or_default().to_owned();
-    if f.sagas.lock().unwrap().insert(id, saga).is_none() {
+async fn receive(State(f): State<Arc<Finished>>, Json(saga): Json<Saga>) -> &'static str {
+    if f.sagas.lock().unwrap().insert(saga.id, saga).is_none() {
         f.count.fetch_add(1, Ordering::Relaxed);
         f.changed.notify_one();
     }
     "ok"
 }
 
-fn millis(v: &Value) -> Option<f64> {
-    let t: DateTime<Utc> = v.as_str()?.parse().ok()?;
-    Some(t.timestamp_micros() as f64 / 1000.0)
+fn millis(t: DateTime<Utc>) -> f64 {
+    t.timestamp_micros() as f64 / 1000.0
 }
 
-pub(super) async fn run(
-    args: &BenchArgs,
-    client: &reqwest::Client,
-    url: &str,
-    key: &str,
-) -> anyhow::Result<Report> {
+pub(super) async fn run(args: &BenchArgs, api: &Client) -> anyhow::Result<Report> {
     let finished = Arc::new(Finished::default());
     let (base, server) = serve_local(
         Router::new()
@@ -57,31 +58,34 @@ pub(super) async fn run(
     .await?;
     let callback = format!("{base}/saga");
 
-    let steps: Vec<Value> = (0..args.steps.max(1))
-        .map(|s| {
-            json!({"name": format!("step-{s}"), "job": {"type": "echo", "queue": args.queue,
-                                                         "payload": {"step": s}}})
+    let steps: Vec<SagaStepSpec> = (0..args.steps.max(1))
+        .map(|s| SagaStepSpec {
+            name: format!("step-{s}"),
+            job: JobSpec {
+                job_type: "echo".into(),
+                queue: Some(args.queue.clone()),
+                payload: Some(json!({"step": s})),
+                ..JobSpec::default()
+            },
+            compensate: None,
         })
         .collect();
     let started = Instant::now();
-    let (client, url, key) = (client.clone(), url.to_owned(), key.to_owned());
+    let api = api.clone();
     let submitted = paced(args, started, move |i| {
-        let (client, url, key) = (client.clone(), url.clone(), key.clone());
-        let body = json!({"name": format!("bench-{i}"), "callback_url": callback, "steps": steps});
+        let api = api.clone();
+        let body = SubmitSaga {
+            name: Some(format!("bench-{i}")),
+            callback_url: Some(callback.clone()),
+            steps: steps.clone(),
+        };
         async move {
-            let resp = client
-                .post(format!("{url}/v1/sagas"))
-                .bearer_auth(&key)
-                .json(&body)
-                .send()
-                .await?;
-            let status = resp.status();
-            anyhow::ensure!(
-                status.as_u16() == 202,
-                "submit answered {status}: {} (the server must run with \
-                 CONVEYOR_ALLOW_PRIVATE_TARGETS=true to call the bench's local receiver)",
-                resp.text().await.unwrap_or_default()
-            );
+            api.submit_saga(&body).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "submit: {e} (the server must run with \
+                     CONVEYOR_ALLOW_PRIVATE_TARGETS=true to call the bench's local receiver)"
+                )
+            })?;
             Ok(())
         }
     })
@@ -108,8 +112,8 @@ pub(super) async fn run(
     let sagas = finished.sagas.lock().unwrap();
     let times: Vec<(f64, f64)> = sagas
         .values()
-        .filter(|s| s["status"] == "completed")
-        .filter_map(|s| Some((millis(&s["created_at"])?, millis(&s["finished_at"])?)))
+        .filter(|s| s.status == SagaStatus::Completed)
+        .filter_map(|s| Some((millis(s.created_at), millis(s.finished_at?))))
         .collect();
     let first = times.iter().map(|t| t.0).fold(f64::INFINITY, f64::min);
     let last = times.iter().map(|t| t.1).fold(f64::NEG_INFINITY, f64::max);

@@ -20,7 +20,11 @@ use axum::{
     routing::post,
     Router,
 };
-use serde_json::{json, Value};
+use conveyor_client::{
+    types::webhooks::{CreateEndpoint, EventType, PublishEvent, UpdateEndpoint},
+    Client,
+};
+use serde_json::json;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -50,12 +54,7 @@ async fn receive(
     "ok"
 }
 
-pub(super) async fn run(
-    args: &BenchArgs,
-    client: &reqwest::Client,
-    url: &str,
-    key: &str,
-) -> anyhow::Result<Report> {
+pub(super) async fn run(args: &BenchArgs, api: &Client) -> anyhow::Result<Report> {
     let arrivals = Arc::new(Arrivals::default());
     let (receiver, server) = serve_local(
         Router::new()
@@ -69,45 +68,33 @@ pub(super) async fn run(
     let mut endpoints = Vec::new();
     let result = async {
         for e in 0..args.endpoints.max(1) {
-            let resp = client
-                .post(format!("{url}/v1/endpoints"))
-                .bearer_auth(key)
-                .json(
-                    &json!({"url": format!("{receiver}/{e}"), "event_types": [event_type],
-                              "description": "conveyor bench"}),
-                )
-                .send()
-                .await?;
-            let status = resp.status();
-            let body: Value = resp.json().await.unwrap_or_default();
-            anyhow::ensure!(
-                status.as_u16() == 201,
-                "creating an endpoint answered {status}: {body} (the server must run with \
-                 CONVEYOR_ALLOW_PRIVATE_TARGETS=true to call the bench's local receiver)"
-            );
-            endpoints.push(body["id"].as_str().unwrap_or_default().to_owned());
+            let made = api
+                .create_endpoint(&CreateEndpoint {
+                    url: format!("{receiver}/{e}"),
+                    event_types: Some(vec![EventType(event_type.clone())]),
+                    description: Some("conveyor bench".into()),
+                    rate_limit_per_second: None,
+                })
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "creating an endpoint: {e} (the server must run with \
+                         CONVEYOR_ALLOW_PRIVATE_TARGETS=true to call the bench's local receiver)"
+                    )
+                })?;
+            endpoints.push(made.endpoint.id);
         }
-        publish_and_wait(
-            args,
-            client,
-            url,
-            key,
-            &event_type,
-            &arrivals,
-            endpoints.len(),
-        )
-        .await
+        publish_and_wait(args, api, &event_type, &arrivals, endpoints.len()).await
     }
     .await;
     // Disabled, not deleted: their deliveries stay for inspection, and deleting tens of
     // thousands of rows at once is not what a benchmark should leave behind.
+    let disable = UpdateEndpoint {
+        enabled: Some(false),
+        ..UpdateEndpoint::default()
+    };
     for id in &endpoints {
-        let _ = client
-            .patch(format!("{url}/v1/endpoints/{id}"))
-            .bearer_auth(key)
-            .json(&json!({"enabled": false}))
-            .send()
-            .await;
+        let _ = api.update_endpoint(*id, &disable).await;
     }
     server.abort();
     result
@@ -115,46 +102,24 @@ pub(super) async fn run(
 
 async fn publish_and_wait(
     args: &BenchArgs,
-    client: &reqwest::Client,
-    url: &str,
-    key: &str,
+    api: &Client,
     event_type: &str,
     arrivals: &Arrivals,
     endpoints: usize,
 ) -> anyhow::Result<Report> {
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let started = Instant::now();
-    let (client, url, key, event_type, publish_sent) = (
-        client.clone(),
-        url.to_owned(),
-        key.to_owned(),
-        event_type.to_owned(),
-        sent.clone(),
-    );
+    let (api, event_type, publish_sent) = (api.clone(), event_type.to_owned(), sent.clone());
     paced(args, started, move |i| {
-        let (client, url, key, sent) = (
-            client.clone(),
-            url.clone(),
-            key.clone(),
-            publish_sent.clone(),
-        );
-        let event_type = event_type.clone();
+        let (api, sent) = (api.clone(), publish_sent.clone());
+        let body = PublishEvent {
+            event_type: event_type.clone(),
+            payload: json!({"i": i}),
+        };
         async move {
             let at = Instant::now();
-            let resp = client
-                .post(format!("{url}/v1/events"))
-                .bearer_auth(&key)
-                .json(&json!({"type": event_type, "payload": {"i": i}}))
-                .send()
-                .await?;
-            anyhow::ensure!(
-                resp.status().as_u16() == 202,
-                "publish answered {}",
-                resp.status()
-            );
-            let body: Value = resp.json().await?;
-            let id = body["id"].as_str().unwrap_or_default().to_owned();
-            sent.lock().unwrap().insert(id, at);
+            let published = api.publish_event(&body).await?;
+            sent.lock().unwrap().insert(published.id.to_string(), at);
             Ok(())
         }
     })
