@@ -47,20 +47,20 @@ async fn worker_killed_mid_job_loses_nothing_and_runs_each_job_once_to_success()
         let attempts = app.attempts(*id).await;
         let succeeded = attempts
             .iter()
-            .filter(|a| a["outcome"] == "succeeded")
+            .filter(|a| a.outcome.as_str() == "succeeded")
             .count();
         assert_eq!(
             succeeded, 1,
             "job {id} must succeed exactly once: {attempts:?}"
         );
-        for a in attempts.iter().filter(|a| a["outcome"] == "lost") {
+        for a in attempts.iter().filter(|a| a.outcome.as_str() == "lost") {
             lost += 1;
             // The lost attempt was the victim's, the successful one another worker's.
             let winner = attempts
                 .iter()
-                .find(|a| a["outcome"] == "succeeded")
+                .find(|a| a.outcome.as_str() == "succeeded")
                 .unwrap();
-            assert_ne!(a["worker"], winner["worker"]);
+            assert_ne!(a.worker, winner.worker);
         }
     }
     assert!(
@@ -93,7 +93,7 @@ async fn graceful_shutdown_hands_back_unfinished_jobs() {
         .attempts(job.id)
         .await
         .iter()
-        .map(|a| a["outcome"].as_str().unwrap().to_owned())
+        .map(|a| a.outcome.as_str().to_owned())
         .collect();
     assert_eq!(outcomes, ["lost", "succeeded"]);
     second.stop().await.unwrap();

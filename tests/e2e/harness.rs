@@ -9,6 +9,7 @@ use std::{
 };
 
 use conveyor::app::{self, Roles, Running};
+use conveyor_client::types::{Attempt, SubmitJob};
 use conveyor_core::{broker::Topology, db, Config, Job, JobStatus, Scope, Store};
 use conveyor_worker::Registry;
 use reqwest::StatusCode;
@@ -261,6 +262,9 @@ pub struct TestApp {
     pub key: String,
     pub tenant_id: Uuid,
     pub client: reqwest::Client,
+    /// The typed client, with the tenant's admin key: what a test uses unless it sends bad
+    /// input on purpose (then `client`, `post`, `request`).
+    pub api: conveyor_client::Client,
     pub store: Store,
     pub config: Config,
     db_name: String,
@@ -332,8 +336,10 @@ impl TestApp {
         let tenant_id = store.ensure_tenant("acme").await.unwrap();
         let key = store.create_key(tenant_id, &[Scope::Admin]).await.unwrap();
         let addr = running.addr.expect("tests run the API");
+        let url = format!("http://{addr}");
         TestApp {
-            url: format!("http://{addr}"),
+            api: conveyor_client::Client::new(&url, &key).unwrap(),
+            url,
             key,
             tenant_id,
             client: reqwest::Client::new(),
@@ -442,11 +448,14 @@ impl TestApp {
         assert!(named, "{body}: expected {field} named in {p}");
     }
 
-    /// Submits a job and returns it, asserting it was accepted.
+    /// Submits a job (written as JSON, read as a `SubmitJob`) and returns it, asserting it
+    /// was accepted.
     pub async fn submit(&self, body: Value) -> Job {
-        let (status, job) = self.post("/v1/jobs", &body).await;
-        assert_eq!(status, StatusCode::ACCEPTED, "{job}");
-        serde_json::from_value(job).unwrap()
+        let body: SubmitJob = serde_json::from_value(body).expect("a SubmitJob");
+        match self.api.submit_job(&body).await {
+            Ok(job) => job,
+            Err(e) => panic!("submitting {body:?}: {e}"),
+        }
     }
 
     /// Submits an echo job and asserts it succeeds: the whole pipeline still works.
@@ -462,9 +471,7 @@ impl TestApp {
     pub async fn wait_terminal(&self, id: Uuid, secs: u64) -> Job {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
         loop {
-            let (status, body) = self.get(&format!("/v1/jobs/{id}?wait=5")).await;
-            assert_eq!(status, StatusCode::OK, "{body}");
-            let job: Job = serde_json::from_value(body).unwrap();
+            let job = self.api.get_job(id, Some(5)).await.unwrap();
             if job.status.is_terminal() {
                 return job;
             }
@@ -498,10 +505,8 @@ impl TestApp {
         }
     }
 
-    pub async fn attempts(&self, id: Uuid) -> Vec<Value> {
-        let (status, body) = self.get(&format!("/v1/jobs/{id}/attempts")).await;
-        assert_eq!(status, StatusCode::OK);
-        body["data"].as_array().unwrap().clone()
+    pub async fn attempts(&self, id: Uuid) -> Vec<Attempt> {
+        self.api.list_job_attempts(id).await.unwrap().data
     }
 
     pub fn topology(&self) -> Topology {

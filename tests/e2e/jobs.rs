@@ -24,7 +24,7 @@ async fn echo_job_succeeds_with_its_payload_as_result() {
     assert!(done.finished_at.is_some() && done.started_at.is_some());
     let attempts = app.attempts(job.id).await;
     assert_eq!(attempts.len(), 1);
-    assert_eq!(attempts[0]["outcome"], "succeeded");
+    assert_eq!(attempts[0].outcome.as_str(), "succeeded");
     app.stop().await;
 }
 
@@ -40,18 +40,16 @@ async fn failing_twice_succeeds_on_the_third_attempt() {
     assert_eq!(done.result, Some(json!({"succeeded_on_attempt": 3})));
 
     let attempts = app.attempts(job.id).await;
-    let outcomes: Vec<&str> = attempts
-        .iter()
-        .map(|a| a["outcome"].as_str().unwrap())
-        .collect();
+    let outcomes: Vec<&str> = attempts.iter().map(|a| a.outcome.as_str()).collect();
     assert_eq!(outcomes, ["failed", "failed", "succeeded"]);
-    assert!(attempts[0]["error"]
-        .as_str()
+    assert!(attempts[0]
+        .error
+        .as_deref()
         .unwrap()
         .contains("failing attempt 1"));
     // Backoff: each retry started after the previous attempt finished.
     for pair in attempts.windows(2) {
-        assert!(pair[1]["started_at"].as_str() > pair[0]["finished_at"].as_str());
+        assert!(Some(pair[1].started_at) > pair[0].finished_at);
     }
     app.stop().await;
 }
@@ -108,13 +106,11 @@ async fn sleep_longer_than_its_timeout_is_retried() {
     assert_eq!(done.status, JobStatus::Dead);
     assert_eq!(done.attempts, 2);
     let attempts = app.attempts(job.id).await;
-    let outcomes: Vec<&str> = attempts
-        .iter()
-        .map(|a| a["outcome"].as_str().unwrap())
-        .collect();
+    let outcomes: Vec<&str> = attempts.iter().map(|a| a.outcome.as_str()).collect();
     assert_eq!(outcomes, ["timed_out", "timed_out"]);
-    assert!(attempts[0]["error"]
-        .as_str()
+    assert!(attempts[0]
+        .error
+        .as_deref()
         .unwrap()
         .contains("timed out after 1s"));
     app.stop().await;
@@ -371,7 +367,7 @@ async fn cancel_queued_and_running_jobs_and_refuse_terminal_ones() {
     let (_, after) = app.get(&format!("/v1/jobs/{}", running.id)).await;
     assert_eq!(after["status"], "cancelled");
     let attempts = app.attempts(running.id).await;
-    assert_eq!(attempts[0]["error"], "cancelled");
+    assert_eq!(attempts[0].error.as_deref(), Some("cancelled"));
     app.stop().await;
 }
 

@@ -98,7 +98,7 @@ async fn jobs_in_flight_survive_a_postgresql_outage() {
         assert_eq!(
             attempts
                 .iter()
-                .filter(|a| a["outcome"] == "succeeded")
+                .filter(|a| a.outcome.as_str() == "succeeded")
                 .count(),
             1,
             "{attempts:?}"
