@@ -8,6 +8,7 @@ pub mod config;
 pub mod cron;
 pub mod db;
 pub mod guarded_dns;
+pub mod in_flight;
 pub mod instance;
 pub mod metrics;
 pub mod model;
@@ -24,6 +25,7 @@ pub mod webhook;
 
 pub use config::Config;
 pub use model::{
-    Job, JobStatus, JobTemplate, NewJob, Principal, Schedule, ScheduleSpec, Scope, OPERATORS_TENANT,
+    AttemptOutcome, Job, JobStatus, JobTemplate, NewJob, Principal, Schedule, ScheduleSpec, Scope,
+    OPERATORS_TENANT,
 };
 pub use store::Store;

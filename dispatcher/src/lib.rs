@@ -9,16 +9,13 @@
 
 mod send;
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use backoff::backoff::Backoff;
 use chrono::Utc;
 use conveyor_core::{
     batch::Batcher,
+    in_flight::InFlight,
     outbox::reconnect_backoff,
     store::{
         ClaimLimits, ClaimedDelivery, DeliveryOutcome, HealthRules, NextStep, DELIVERIES_CHANNEL,
@@ -130,8 +127,8 @@ struct Inner {
     store: Store,
     http: reqwest::Client,
     finishes: Batcher<DeliveryOutcome, bool>,
-    /// Deliveries claimed and not yet recorded: id → lease token.
-    in_flight: Mutex<HashMap<Uuid, Uuid>>,
+    /// Deliveries claimed and not yet recorded, with their lease tokens.
+    in_flight: InFlight,
     wake_first: Notify,
     wake_retry: Notify,
 }
@@ -166,7 +163,7 @@ impl Dispatcher {
                 store,
                 http,
                 finishes,
-                in_flight: Mutex::new(HashMap::new()),
+                in_flight: InFlight::default(),
                 wake_first: Notify::new(),
                 wake_retry: Notify::new(),
             }),
@@ -201,10 +198,9 @@ impl Dispatcher {
         }
         let left: Vec<(Uuid, Uuid)> = inner
             .in_flight
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(id, token)| (*id, *token))
+            .drain()
+            .into_iter()
+            .map(|h| (h.id, h.token))
             .collect();
         if !left.is_empty() {
             match inner
@@ -264,7 +260,8 @@ async fn lane(
                 let got = claimed.len();
                 for d in claimed {
                     let permit = permits.pop().expect("claimed at most one per permit");
-                    inner.in_flight.lock().unwrap().insert(d.id, d.lease_token);
+                    // A send stops on the dispatcher's own abort; the lease is what is held.
+                    let _ = inner.in_flight.start(d.id, d.lease_token);
                     let span = delivery_span(&d);
                     sends.spawn(deliver(inner.clone(), d, permit, abort.clone()).instrument(span));
                 }
@@ -368,7 +365,7 @@ async fn deliver(
             }
         }
     }
-    inner.in_flight.lock().unwrap().remove(&d.id);
+    inner.in_flight.finish(d.id, d.lease_token);
     // A slot, and room at the endpoint, just came free.
     inner.wake();
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use conveyor_core::{
     store::{Claim, Finish},
-    JobStatus, NewJob, Store,
+    AttemptOutcome, JobStatus, NewJob, Store,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -39,7 +39,7 @@ fn success(job_id: Uuid, token: Uuid) -> Finish {
         result: Some(json!("done")),
         error: None,
         retry_in: Duration::ZERO,
-        outcome: "succeeded",
+        outcome: AttemptOutcome::Succeeded,
     }
 }
 

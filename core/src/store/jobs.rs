@@ -6,7 +6,7 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{millis, Store, JOB_FINISHED_CHANNEL};
-use crate::model::{json_len, Attempt, Job, JobStatus, NewJob};
+use crate::model::{json_len, Attempt, AttemptOutcome, Job, JobStatus, NewJob};
 
 pub(super) const JOB_COLUMNS: &str =
     "id, type, queue, status, priority, payload, result, error, attempts, \
@@ -201,7 +201,7 @@ pub struct Finish {
     /// Only for `retrying`: how long until the next attempt.
     pub retry_in: Duration,
     /// The attempt's outcome: `succeeded`, `failed` or `timed_out`.
-    pub outcome: &'static str,
+    pub outcome: AttemptOutcome,
 }
 
 /// Raises the events and callbacks of jobs that just became terminal, and moves the sagas
@@ -426,7 +426,7 @@ impl Store {
         let results: Vec<Option<Value>> = finishes.iter().map(|f| f.result.clone()).collect();
         let errors: Vec<Option<String>> = finishes.iter().map(|f| f.error.clone()).collect();
         let delays: Vec<i64> = finishes.iter().map(|f| millis(f.retry_in)).collect();
-        let outcomes: Vec<&str> = finishes.iter().map(|f| f.outcome).collect();
+        let outcomes: Vec<&str> = finishes.iter().map(|f| f.outcome.as_str()).collect();
         let mut tx = self.pool.begin().await?;
         let rows: Vec<(Uuid, Uuid, String)> = sqlx::query_as(
             "WITH f AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[],
