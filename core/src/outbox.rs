@@ -14,9 +14,11 @@ use backoff::backoff::Backoff;
 use sqlx::PgPool;
 use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
-use crate::broker::{Outgoing, Publisher, Topology};
+use crate::{
+    broker::{Outgoing, Publisher, Topology},
+    store,
+};
 
 const BATCH: i64 = 500;
 /// The longest one publishing pass may take.
@@ -119,24 +121,17 @@ impl Relay {
             .await
             .map_err(RelayError::Broker)?;
         let mut tx = self.pool.begin().await?;
-        let rows: Vec<(i64, String, String, Uuid, Option<String>)> = sqlx::query_as(
-            "SELECT o.id, o.kind, o.routing_key, o.job_id, j.traceparent
-             FROM outbox o LEFT JOIN jobs j ON j.id = o.job_id
-             ORDER BY o.id LIMIT $1 FOR UPDATE OF o SKIP LOCKED",
-        )
-        .bind(BATCH)
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows = store::take_outbox_batch(&mut tx, BATCH).await?;
         if rows.is_empty() {
             return Ok(Pass::default());
         }
         let msgs: Vec<Outgoing> = rows
             .iter()
-            .map(|(_, kind, routing_key, job_id, traceparent)| Outgoing {
-                kind: kind.clone(),
-                routing_key: routing_key.clone(),
-                job_id: *job_id,
-                traceparent: traceparent.clone(),
+            .map(|r| Outgoing {
+                kind: r.kind.clone(),
+                routing_key: r.routing_key.clone(),
+                job_id: r.job_id,
+                traceparent: r.traceparent.clone(),
             })
             .collect();
         // If this fails the transaction rolls back and the rows stay for the next try.
@@ -145,12 +140,9 @@ impl Relay {
             .iter()
             .zip(&confirmed)
             .filter(|(_, ok)| **ok)
-            .map(|(r, _)| r.0)
+            .map(|(r, _)| r.id)
             .collect();
-        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
+        store::delete_published(&mut tx, &ids).await?;
         // A crash here republishes the batch: at-least-once, and workers skip duplicates.
         tx.commit().await?;
         Ok(Pass {

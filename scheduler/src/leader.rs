@@ -51,11 +51,7 @@ impl Leadership {
             }
         }
         let conn = self.conn.as_mut().expect("connected above");
-        match sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
-            .bind(LEADER_LOCK)
-            .fetch_one(conn)
-            .await
-        {
+        match conveyor_core::store::try_session_lock(conn, LEADER_LOCK).await {
             Ok(true) => {
                 tracing::info!("this scheduler leads: it fires cron schedules");
                 self.leading = true;

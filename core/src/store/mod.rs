@@ -5,6 +5,7 @@ mod deliveries;
 mod jobs;
 mod keys;
 mod operators;
+mod relay;
 mod retention;
 mod sagas;
 mod schedules;
@@ -22,6 +23,7 @@ pub use keys::{
     LIVE_HASH_BYTES,
 };
 pub use operators::{AuditEntry, DeadFilter, QueueStats, Replay, Tenants};
+pub use relay::{delete_published, take_outbox_batch, try_session_lock, OutboxRow};
 pub use retention::Purged;
 pub use sagas::{NewSaga, NewSagaStep, SagaOutcome};
 pub use schedules::{FirePass, NameTaken, ScheduleUpdate};
