@@ -126,7 +126,19 @@ async fn an_operator_signs_in_sees_a_dead_job_replays_it_and_sees_it_succeed() {
         assert!(html.contains(marker), "{path} should show {marker}");
         b.screenshot(&shots, name).await;
     }
-    // Keys: make one (shown once, on the page), then revoke it.
+    // Keys: a form without a name or a scope is refused, naming both, and makes nothing.
+    let keys_before = app.count("SELECT count(*) FROM api_keys").await;
+    b.goto(&format!("{}/ui/keys", app.url)).await;
+    b.click("#create-key").await;
+    let refused = b.source().await;
+    for field in ["<code>name</code>", "<code>scopes</code>"] {
+        assert!(refused.contains(field), "no {field} in the refusal");
+    }
+    assert_eq!(
+        app.count("SELECT count(*) FROM api_keys").await,
+        keys_before
+    );
+    // Then make one (shown once, on the page), and revoke it.
     b.goto(&format!("{}/ui/keys", app.url)).await;
     b.type_into("#new-key-form input[name=name]", "console-made")
         .await;

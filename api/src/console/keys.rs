@@ -109,6 +109,11 @@ pub async fn create(State(state): State<AppState>, Action { op, form }: Action) 
         expires_at,
         rate_limit_per_second: None,
     };
+    // The form is held to the same contract as the API's body: a name, at least one scope.
+    let errors = state.contract.check_value(&body);
+    if !errors.is_empty() {
+        return Err(Problem::validation(errors).into());
+    }
     let made = create_key_as(&state, p, body).await?;
     // Rendered in the answer, never put in a URL: the key must not reach a log or history.
     let notice = format!("key {} created", made.info.prefix);

@@ -338,8 +338,7 @@ pub async fn bulk_replay(State(state): State<AppState>, Action { op, form }: Act
         payload_patch,
     };
     // The form is held to the same contract as the API's body.
-    let as_json = serde_json::to_value(&req).unwrap_or_default();
-    let errors = state.contract.body::<ReplayDeadLetters>().check(&as_json);
+    let errors = state.contract.check_value(&req);
     if !errors.is_empty() {
         return Err(Problem::validation(errors).into());
     }

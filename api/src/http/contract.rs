@@ -63,6 +63,16 @@ impl Contract {
         })
     }
 
+    /// Every way a value the server built itself (from a console form, say) breaks its type's
+    /// schema: such a value is held to the same contract as a body sent to the API.
+    pub fn check_value<T: ToSchema + serde::Serialize + 'static>(
+        &self,
+        value: &T,
+    ) -> Vec<FieldError> {
+        let as_json = serde_json::to_value(value).unwrap_or(Value::Null);
+        self.body::<T>().check(&as_json)
+    }
+
     /// The checker of a query type: its parameters as the properties of one object, none
     /// but them allowed.
     pub fn query<T: IntoParams + 'static>(&self) -> Arc<Checker> {
