@@ -28,7 +28,7 @@ use crate::{
         paging::Paging,
         problem::{ApiResult, FieldError, Problem},
     },
-    v1::jobs::{request_trace_or_new, rules},
+    v1::jobs::{canonical_json, request_trace_or_new, rules},
     AppState,
 };
 
@@ -46,7 +46,8 @@ async fn new_saga(
 ) -> Result<NewSaga, Vec<FieldError>> {
     let rules = rules(state);
     let mut errs = Vec::new();
-    let request_hash = Sha256::digest(serde_json::to_vec(&body).unwrap_or_default()).to_vec();
+    // Keys sorted, as when bodies were hashed as received (see `canonical_json`).
+    let request_hash = Sha256::digest(canonical_json(&body)).to_vec();
     let callback_url = rules
         .callback_url(body.callback_url.as_deref(), "callback_url", &mut errs)
         .await;

@@ -22,6 +22,7 @@ use conveyor_types::{
 use tokio::sync::broadcast::error::RecvError;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+pub(crate) use submission::canonical_json;
 pub use submission::JobRules;
 
 use crate::{

@@ -67,13 +67,14 @@ impl JobRules<'_> {
             return Err(errs);
         }
         // The same request whether its key came in the header or the body, and whatever
-        // order its fields came in: the hash of its canonical form, without the key.
+        // order its fields came in: the hash of its canonical form, without the key. As a
+        // `Value` its object keys are sorted, as they were when requests were hashed as
+        // received, so a retry across an upgrade still finds its job.
         let canonical = SubmitJob {
             idempotency_key: None,
             ..s.clone()
         };
-        let request_hash =
-            Sha256::digest(serde_json::to_vec(&canonical).unwrap_or_default()).to_vec();
+        let request_hash = Sha256::digest(canonical_json(&canonical)).to_vec();
         let run_at = s.run_at.or_else(|| {
             s.delay_seconds
                 .filter(|d| *d > 0)
@@ -232,6 +233,14 @@ fn find_nul_in_map(map: &Map<String, Value>, path: &str) -> Option<String> {
     })
 }
 
+/// A request's bytes for hashing: its JSON with every object's keys in order (serde_json's
+/// `Value` keeps them sorted), whatever order the type declares its fields in.
+pub(crate) fn canonical_json(request: &impl serde::Serialize) -> Vec<u8> {
+    serde_json::to_value(request)
+        .and_then(|v| serde_json::to_vec(&v))
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +254,24 @@ mod tests {
 
     fn submission(v: Value) -> SubmitJob {
         serde_json::from_value(v).unwrap()
+    }
+
+    /// Requests were hashed as received, keys sorted; a typed request must hash the same, or
+    /// a retry across an upgrade would be refused as a different request under its key.
+    #[test]
+    fn a_request_hashes_as_it_did_when_hashed_as_received() {
+        let body = json!({"type": "echo", "queue": "default", "payload": {"b": 1, "a": [2]},
+                          "max_attempts": 3, "metadata": {"k": "v"}, "idempotency_key": "x"});
+        let mut received = body.as_object().unwrap().clone();
+        received.remove("idempotency_key");
+        let typed = SubmitJob {
+            idempotency_key: None,
+            ..submission(body)
+        };
+        assert_eq!(
+            canonical_json(&typed),
+            serde_json::to_vec(&received).unwrap()
+        );
     }
 
     #[tokio::test]
