@@ -253,7 +253,12 @@ pub(crate) async fn get_openapi(State(state): State<AppState>, headers: HeaderMa
     let mut doc = (*state.openapi).clone();
     doc["servers"] = json!([{"url": state.public_url(&headers), "description": "This Conveyor"}]);
     (
-        [(header::CONTENT_TYPE, "application/json")],
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            // `servers` comes from the request's address: a shared cache must not hand one
+            // host's document to another's clients.
+            (header::VARY, "host, x-forwarded-proto"),
+        ],
         serde_json::to_vec(&doc).unwrap_or_default(),
     )
         .into_response()

@@ -38,7 +38,10 @@ th { font-weight: 600; font-size: 13px; color: #4a5468; }
 pub(crate) async fn get_docs(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let page = render(&state.openapi, &state.public_url(&headers));
     (
-        [(header::CACHE_CONTROL, "no-cache")],
+        [
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::VARY, "host, x-forwarded-proto"),
+        ],
         Html(page.into_string()),
     )
         .into_response()

@@ -24,6 +24,8 @@ async fn document(app: &TestApp) -> Value {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["content-type"], "application/json");
+    // Its `servers` depends on the address asked: no cache may share it across hosts.
+    assert_eq!(resp.headers()["vary"], "host, x-forwarded-proto");
     resp.json().await.unwrap()
 }
 
