@@ -309,12 +309,16 @@ impl Store {
             return Ok(false); // as asked already: no lock, nothing to wait for
         }
         let mut tx = self.pool.begin().await?;
+        // Both ways under the tenant's pause lock, which claims hold shared. Pausing: no claim
+        // that began before may start a job after the answer. Resuming: no claim that began
+        // before may still mark a job held after the release below has looked for held jobs
+        // (it would skip the row that claim has locked, and the job would wait for the sweep).
+        sqlx::query("SELECT pg_advisory_xact_lock($1, conveyor_pause_lock_key($2))")
+            .bind(PAUSE_LOCK_CLASS)
+            .bind(tenant_id)
+            .execute(&mut *tx)
+            .await?;
         let changed = if paused {
-            sqlx::query("SELECT pg_advisory_xact_lock($1, conveyor_pause_lock_key($2))")
-                .bind(PAUSE_LOCK_CLASS)
-                .bind(tenant_id)
-                .execute(&mut *tx)
-                .await?;
             sqlx::query(
                 "INSERT INTO queue_pauses (queue, tenant_id, key_id) VALUES ($1, $2, $3)
                  ON CONFLICT (queue, COALESCE(tenant_id, '00000000-0000-0000-0000-000000000000'))
