@@ -171,9 +171,12 @@ pub(crate) async fn revoke_key_as(state: &AppState, p: &Principal, id: Uuid) -> 
         .await?
         .ok_or_else(|| Problem::not_found("no such key"))?;
     // Refused by this process from the answer on, without waiting to hear the announcement
-    // the others act on (revocations are rare: forgetting every cached key costs a lookup).
-    state.keys.revoked(None);
-    Ok(revoked)
+    // the others act on; only this key is dropped, so no other tenant's keys are looked up
+    // again.
+    if let Some(hash) = &revoked.key_hash {
+        state.keys.revoked(Some(hash));
+    }
+    Ok(revoked.info)
 }
 
 /// A tenant's admin manages its tenant's keys; an operator key, the operators' (so operator

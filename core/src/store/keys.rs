@@ -58,6 +58,14 @@ pub fn looks_like_key(key: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// A key revoked by `revoke_key`, and its hash when this call revoked it (not when it was
+/// revoked already): what a process's key cache drops.
+#[derive(Debug, Clone)]
+pub struct Revocation {
+    pub info: KeyInfo,
+    pub key_hash: Option<Vec<u8>>,
+}
+
 impl Store {
     /// The tenant's id, creating the tenant when it is new.
     /// A new tenant gets a callback signing secret of its own, sealed.
@@ -162,7 +170,7 @@ impl Store {
         tenant_id: Uuid,
         id: Uuid,
         by: Uuid,
-    ) -> sqlx::Result<Option<KeyInfo>> {
+    ) -> sqlx::Result<Option<Revocation>> {
         #[derive(sqlx::FromRow)]
         struct Revoked {
             #[sqlx(flatten)]
@@ -181,18 +189,25 @@ impl Store {
         .await?;
         let Some(Revoked { info, key_hash }) = revoked else {
             tx.rollback().await?;
-            return self
+            let info: Option<KeyInfo> = self
                 .one_of("api_keys", KEY_INFO_COLUMNS, tenant_id, id)
-                .await;
+                .await?;
+            return Ok(info.map(|info| Revocation {
+                info,
+                key_hash: None,
+            }));
         };
         audit_key(&mut tx, tenant_id, by, "key.revoked", &info).await?;
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(KEYS_CHANNEL)
-            .bind(format!("revoked:{}", hex::encode(key_hash)))
+            .bind(format!("revoked:{}", hex::encode(&key_hash)))
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(Some(info))
+        Ok(Some(Revocation {
+            info,
+            key_hash: Some(key_hash),
+        }))
     }
 
     /// The principal of a key that is known, not revoked and not expired.

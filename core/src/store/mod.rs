@@ -19,7 +19,7 @@ pub use jobs::{
     CancelOutcome, Claim, ClaimedJob, Detail, Finish, InsertOutcome, JobFilter, JobPage,
 };
 pub use keys::{
-    generate_key, hash_key, key_prefix, looks_like_key, KeyInfo, NewKey, KEYS_CHANNEL,
+    generate_key, hash_key, key_prefix, looks_like_key, KeyInfo, NewKey, Revocation, KEYS_CHANNEL,
     LIVE_HASH_BYTES,
 };
 pub use operators::{AuditEntry, DeadFilter, QueueStats, Replay, Tenants};
