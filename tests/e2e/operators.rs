@@ -715,3 +715,55 @@ async fn a_job_held_for_a_pause_that_is_gone_is_released_by_the_sweep() {
     );
     app.stop().await;
 }
+
+/// A claim that began before a resume, and marks its job held, must not leave the job held
+/// after the resume answered: the resume waits for it, and then publishes the job again.
+/// (Before, the release skipped the row the claim had locked, and only the sweep freed it.)
+#[tokio::test]
+async fn a_claim_in_flight_during_a_resume_leaves_no_job_held() {
+    // No worker: the test plays the claim itself, in a transaction it holds open.
+    let app = TestApp::start_with(Roles::API, |_| {}).await;
+    let (status, _) = app
+        .request(Method::POST, "/v1/queues/default/pause", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let job = app.submit(json!({"type": "echo"})).await;
+
+    let mut claim = app.store.pool().begin().await.unwrap();
+    let claimed: Vec<(Uuid,)> =
+        sqlx::query_as("SELECT id FROM conveyor_claim_jobs($1, $2, 'test-worker', 30000, $3)")
+            .bind(vec![job.id])
+            .bind(vec![Uuid::new_v4()])
+            .bind(conveyor_core::store::PAUSE_LOCK_CLASS)
+            .fetch_all(&mut *claim)
+            .await
+            .unwrap();
+    assert!(
+        claimed.is_empty(),
+        "a paused queue's job is held, not claimed"
+    );
+
+    let resume = {
+        let (client, url, key) = (app.client.clone(), app.url.clone(), app.key.clone());
+        tokio::spawn(async move {
+            client
+                .post(format!("{url}/v1/queues/default/resume"))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    claim.commit().await.unwrap();
+    assert_eq!(resume.await.unwrap(), StatusCode::OK);
+
+    let held: bool = sqlx::query_scalar("SELECT held_at IS NOT NULL FROM jobs WHERE id = $1")
+        .bind(job.id)
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert!(!held, "the job is still held after the resume answered");
+    app.stop().await;
+}

@@ -22,7 +22,7 @@ pub use keys::{
     generate_key, hash_key, key_prefix, looks_like_key, KeyInfo, NewKey, Revocation, KEYS_CHANNEL,
     LIVE_HASH_BYTES,
 };
-pub use operators::{AuditEntry, DeadFilter, QueueStats, Replay, Tenants};
+pub use operators::{AuditEntry, DeadFilter, QueueStats, Replay, Tenants, PAUSE_LOCK_CLASS};
 pub use relay::{delete_published, take_outbox_batch, try_session_lock, OutboxRow};
 pub use retention::Purged;
 pub use sagas::{NewSaga, NewSagaStep, SagaOutcome};

@@ -50,7 +50,7 @@ impl Tenants {
 /// The class of the pause locks (the first key of the two-key advisory locks): claims hold
 /// them shared for their transaction (`conveyor_claim_jobs`), pauses exclusively: see
 /// `set_queue_paused`.
-pub(super) const PAUSE_LOCK_CLASS: i32 = 0x7061_7573; // "paus"
+pub const PAUSE_LOCK_CLASS: i32 = 0x7061_7573; // "paus"
 
 const DEAD_WHERE: &str = "tenant_id = $1 AND status = 'dead'
     AND ($2::text IS NULL OR queue = $2) AND ($3::text IS NULL OR type = $3)
