@@ -31,7 +31,7 @@ use conveyor_core::{
     batch::Batcher,
     catalog::JobCatalog,
     outbox::Relay,
-    store::{InsertOutcome, NewEvent},
+    store::{InsertOutcome, NewEvent, StoreError},
     Config, NewJob, Store,
 };
 use serde_json::Value;
@@ -54,7 +54,7 @@ pub struct AppState {
     store: Store,
     relay: Arc<Relay>,
     /// Single submissions, committed in groups (see `Store::insert_jobs_grouped`).
-    inserts: Batcher<(Uuid, NewJob), Result<InsertOutcome, sqlx::Error>>,
+    inserts: Batcher<(Uuid, NewJob), Result<InsertOutcome, StoreError>>,
     /// Published events, committed in groups like job submissions.
     events: Batcher<NewEvent, ()>,
     secret_rotation_grace: Duration,
@@ -98,7 +98,7 @@ impl AppState {
                 match store.insert_jobs_grouped(&jobs).await {
                     Ok(outcomes) => Ok(outcomes.into_iter().map(Ok).collect()),
                     // Unreachable: every caller of the group gets its 503.
-                    Err(e) if conveyor_core::db::is_unreachable(&e) => Err(e.into()),
+                    Err(e) if e.is_unavailable() => Err(e.into()),
                     // Refused: something in one job failed the whole group. Insert them one
                     // by one, so that only that job's request fails.
                     Err(e) => {

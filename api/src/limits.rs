@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use conveyor_core::{Principal, Store};
+use conveyor_core::{store::StoreResult, Principal, Store};
 use governor::{clock::Clock, DefaultDirectRateLimiter, Quota, RateLimiter};
 use uuid::Uuid;
 
@@ -117,12 +117,7 @@ impl Backlogs {
         Ok(())
     }
 
-    async fn tenant_queued(
-        &self,
-        store: &Store,
-        tenant_id: Uuid,
-        queue: &str,
-    ) -> sqlx::Result<i64> {
+    async fn tenant_queued(&self, store: &Store, tenant_id: Uuid, queue: &str) -> StoreResult<i64> {
         let fresh = self
             .tenants
             .lock()
@@ -147,7 +142,7 @@ impl Backlogs {
         Ok(n)
     }
 
-    async fn queue_queued(&self, store: &Store, queue: &str) -> sqlx::Result<i64> {
+    async fn queue_queued(&self, store: &Store, queue: &str) -> StoreResult<i64> {
         let fresh = self
             .queues
             .lock()

@@ -5,7 +5,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use conveyor_core::store::{JOB_FINISHED_CHANNEL, KEYS_CHANNEL};
+use conveyor_core::store::{StoreResult, JOB_FINISHED_CHANNEL, KEYS_CHANNEL};
 use conveyor_core::Store;
 use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
@@ -40,7 +40,7 @@ async fn listen(
     waiters: &Waiters,
     keys: &KeyCache,
     stop: &CancellationToken,
-) -> sqlx::Result<()> {
+) -> StoreResult<()> {
     let mut listener = PgListener::connect_with(store.pool()).await?;
     listener
         .listen_all([JOB_FINISHED_CHANNEL, KEYS_CHANNEL])

@@ -5,7 +5,10 @@
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use chrono::Utc;
-use conveyor_core::{store::UsageKey, Principal, Store};
+use conveyor_core::{
+    store::{StoreResult, UsageKey},
+    Principal, Store,
+};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -45,7 +48,7 @@ impl UsageCounter {
     }
 
     /// Adds what was counted to the store; on failure keeps it for the next flush.
-    pub async fn flush(&self, store: &Store) -> Result<(), sqlx::Error> {
+    pub async fn flush(&self, store: &Store) -> StoreResult<()> {
         let taken: Vec<(UsageKey, u64)> = self.counts.lock().unwrap().drain().collect();
         // The keys used since the last flush were used by now: `last_used_at`, without a
         // write per request.

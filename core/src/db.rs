@@ -125,14 +125,6 @@ pub fn is_unreachable(e: &sqlx::Error) -> bool {
     }
 }
 
-/// Whether a statement failed only because of what ran beside it (a deadlock, a
-/// serialization failure): the same statement alone would succeed, so it may be tried again.
-pub fn is_transient(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .and_then(|d| d.code())
-        .is_some_and(|code| code == "40P01" || code == "40001")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

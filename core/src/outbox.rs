@@ -120,8 +120,8 @@ impl Relay {
             .ensure_connected()
             .await
             .map_err(RelayError::Broker)?;
-        let mut tx = self.pool.begin().await?;
-        let rows = store::take_outbox_batch(&mut tx, BATCH).await?;
+        let batch = store::take_outbox_batch(&self.pool, BATCH).await?;
+        let rows = &batch.rows;
         if rows.is_empty() {
             return Ok(Pass::default());
         }
@@ -134,7 +134,7 @@ impl Relay {
                 traceparent: r.traceparent.clone(),
             })
             .collect();
-        // If this fails the transaction rolls back and the rows stay for the next try.
+        // If this fails the batch is dropped: its transaction rolls back and the rows stay.
         let confirmed = publisher.publish(&msgs).await.map_err(RelayError::Broker)?;
         let ids: Vec<i64> = rows
             .iter()
@@ -142,12 +142,11 @@ impl Relay {
             .filter(|(_, ok)| **ok)
             .map(|(r, _)| r.id)
             .collect();
-        store::delete_published(&mut tx, &ids).await?;
-        // A crash here republishes the batch: at-least-once, and workers skip duplicates.
-        tx.commit().await?;
+        let held_back = rows.len() - ids.len();
+        batch.finish(&ids).await?;
         Ok(Pass {
             published: ids.len(),
-            held_back: rows.len() - ids.len(),
+            held_back,
         })
     }
 }
@@ -165,7 +164,7 @@ pub struct Pass {
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     #[error("PostgreSQL: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[from] crate::store::StoreError),
     #[error("RabbitMQ: {0:#}")]
     Broker(anyhow::Error),
 }

@@ -18,7 +18,8 @@ use conveyor_core::{
     in_flight::InFlight,
     outbox::reconnect_backoff,
     store::{
-        ClaimLimits, ClaimedDelivery, DeliveryOutcome, HealthRules, NextStep, DELIVERIES_CHANNEL,
+        ClaimLimits, ClaimedDelivery, DeliveryOutcome, HealthRules, NextStep, StoreResult,
+        DELIVERIES_CHANNEL,
     },
     Store,
 };
@@ -373,7 +374,7 @@ async fn deliver(
 /// Wakes the lanes when deliveries are made (NOTIFY from the transaction that made them).
 async fn listen(inner: Arc<Inner>, stop: CancellationToken) {
     loop {
-        let result: sqlx::Result<()> = async {
+        let result: StoreResult<()> = async {
             let mut listener = PgListener::connect_with(inner.store.pool()).await?;
             listener.listen(DELIVERIES_CHANNEL).await?;
             // Anything made while we were not listening is due now.

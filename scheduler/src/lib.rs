@@ -9,7 +9,7 @@ mod leader;
 
 use std::{sync::Arc, time::Duration};
 
-use conveyor_core::{cron::CronSpec, outbox::Relay, Store};
+use conveyor_core::{cron::CronSpec, outbox::Relay, store::StoreResult, Store};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -175,7 +175,7 @@ impl Scheduler {
     }
 
     /// Fires due cron ticks (the leader only); returns how many schedules were handled.
-    async fn fire_schedules(&self) -> sqlx::Result<u64> {
+    async fn fire_schedules(&self) -> StoreResult<u64> {
         let pass = self
             .store
             .fire_due_schedules(
@@ -197,7 +197,7 @@ impl Scheduler {
         Ok(pass.fired + pass.skipped)
     }
 
-    async fn sweep_stale(&self) -> sqlx::Result<()> {
+    async fn sweep_stale(&self) -> StoreResult<()> {
         let republished = self
             .store
             .republish_stale(self.cfg.requeue_stale_after, BATCH)

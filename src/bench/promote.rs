@@ -67,7 +67,7 @@ async fn insert(
         store
             .insert_jobs(tenant, &jobs)
             .await?
-            .context("no idempotency keys, so no conflict")?;
+            .map_err(|_| anyhow::anyhow!("no idempotency keys, so no conflict"))?;
     }
     Ok(())
 }

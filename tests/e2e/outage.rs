@@ -328,6 +328,51 @@ async fn a_connection_the_server_terminates_counts_as_unreachable() {
         .execute(&mut victim)
         .await
         .unwrap_err();
-    assert!(conveyor_core::db::is_unreachable(&e), "{e:?}");
+    let classified = conveyor_core::store::StoreError::from(e);
+    assert!(classified.is_unavailable(), "{classified:?}");
+    assert!(classified.is_retryable());
     app.stop().await;
+}
+
+/// The store's classes, from real PostgreSQL failures: a deadlock is contention to retry, a
+/// value PostgreSQL cannot hold is a refusal that would recur.
+#[tokio::test]
+async fn the_store_tells_contention_from_a_refusal() {
+    use conveyor_core::store::StoreError;
+    let app = TestApp::start_with(Roles::API, |_| {}).await;
+    let pool = app.store.pool();
+    let refused = sqlx::query("SELECT 'not a number'::int")
+        .execute(pool)
+        .await
+        .unwrap_err();
+    let refused = StoreError::from(refused);
+    assert!(matches!(refused, StoreError::Rejected(_)), "{refused:?}");
+    assert!(!refused.is_retryable());
+
+    // Two transactions that lock two advisory keys in opposite orders: PostgreSQL breaks the
+    // deadlock by failing one of them.
+    let keys = [rand_key(), rand_key()];
+    let (mut a, mut b) = (pool.begin().await.unwrap(), pool.begin().await.unwrap());
+    for (tx, key) in [(&mut a, keys[0]), (&mut b, keys[1])] {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(key)
+            .execute(&mut **tx)
+            .await
+            .unwrap();
+    }
+    let lock = "SELECT pg_advisory_xact_lock($1)";
+    let (ra, rb) = tokio::join!(
+        sqlx::query(lock).bind(keys[1]).execute(&mut *a),
+        sqlx::query(lock).bind(keys[0]).execute(&mut *b),
+    );
+    let failed = ra.err().or(rb.err()).expect("one side of the deadlock fails");
+    let failed = StoreError::from(failed);
+    assert!(matches!(failed, StoreError::Conflict(_)), "{failed:?}");
+    assert!(failed.is_retryable());
+    drop((a, b));
+    app.stop().await;
+}
+
+fn rand_key() -> i64 {
+    i64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().unwrap())
 }

@@ -17,7 +17,7 @@ use axum::{
     Router,
 };
 use chrono::{DateTime, Utc};
-use conveyor_core::Principal;
+use conveyor_core::{store::StoreError, Principal};
 use maud::{html, Markup, DOCTYPE};
 use serde_json::Value;
 
@@ -78,8 +78,8 @@ impl From<Problem> for UiError {
     }
 }
 
-impl From<sqlx::Error> for UiError {
-    fn from(e: sqlx::Error) -> Self {
+impl From<StoreError> for UiError {
+    fn from(e: StoreError) -> Self {
         Problem::from(e).into()
     }
 }

@@ -200,7 +200,7 @@ pub async fn job_page(
         .store
         .list_attempts(p.tenant_id, id)
         .await?
-        .unwrap_or_default();
+        .unwrap_or_default(); // the job was just read
     let replayable = matches!(job.status, JobStatus::Dead | JobStatus::Cancelled)
         && job.saga_id.is_none()
         && op.principal.has(Scope::JobsWrite);
@@ -403,7 +403,7 @@ pub async fn endpoint_page(
         .store
         .list_deliveries(p.tenant_id, id, None, None, 100)
         .await?
-        .unwrap_or_default();
+        .unwrap_or_default(); // the endpoint was just read
     let body = html! {
         h1 { "Endpoint" } p { code { (endpoint.url) } }
         h2 { "Deliveries" }

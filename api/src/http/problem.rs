@@ -6,6 +6,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
+use conveyor_core::store::StoreError;
 pub use conveyor_types::FieldError;
 
 /// An error on its way out: its status and headers besides its body.
@@ -195,31 +196,31 @@ impl IntoResponse for Problem {
     }
 }
 
-/// A failure of PostgreSQL: an outage is a 503 to retry; a value PostgreSQL cannot hold
-/// (SQLSTATE class 22, data exception) is the client's 400, a safety net behind validation;
-/// anything else is ours, a 500. The cause goes to the log only.
-impl From<sqlx::Error> for Problem {
-    fn from(e: sqlx::Error) -> Self {
-        if conveyor_core::db::is_unreachable(&e) {
-            tracing::warn!(error = %e, "PostgreSQL unavailable");
-            return Problem::unavailable("the database is unavailable; try again shortly");
-        }
-        if conveyor_core::db::is_transient(&e) {
-            tracing::warn!(error = %e, "a statement met concurrent work; the client may retry");
-            let mut p = Problem::unavailable("the request met concurrent work; try it again");
-            p.retry_after = Some(1);
-            return p;
-        }
-        let data_exception = e
-            .as_database_error()
-            .and_then(|d| d.code())
-            .is_some_and(|code| code.starts_with("22"));
-        if data_exception {
-            tracing::info!(error = %e, "input PostgreSQL cannot store");
-            Problem::bad_request("a value in the request cannot be stored (invalid data)")
-        } else {
-            tracing::error!(error = %e, "database error");
-            Problem::internal()
+/// A failure of the store, answered by its class: an outage is a 503 to retry; contention
+/// (a deadlock, a serialization failure) a 503 to retry at once; a value PostgreSQL cannot hold
+/// the client's 400, a safety net behind validation; anything else is ours, a 500. The cause
+/// goes to the log only.
+impl From<StoreError> for Problem {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => {
+                tracing::warn!(error = %e, "PostgreSQL unavailable");
+                Problem::unavailable("the database is unavailable; try again shortly")
+            }
+            StoreError::Conflict(_) => {
+                tracing::warn!(error = %e, "a statement met concurrent work; the client may retry");
+                let mut p = Problem::unavailable("the request met concurrent work; try it again");
+                p.retry_after = Some(1);
+                p
+            }
+            StoreError::Rejected(_) => {
+                tracing::info!(error = %e, "input PostgreSQL cannot store");
+                Problem::bad_request("a value in the request cannot be stored (invalid data)")
+            }
+            StoreError::Unsealable(_) | StoreError::Failed(_) => {
+                tracing::error!(error = %e, "database error");
+                Problem::internal()
+            }
         }
     }
 }

@@ -223,11 +223,12 @@ pub(crate) async fn delete_schedule(
     PathId(id): PathId,
 ) -> ApiResult<StatusCode> {
     let p = auth.require(Scope::JobsWrite)?;
-    if state.store.delete_schedule(p.tenant_id, id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(no_schedule())
-    }
+    state
+        .store
+        .delete_schedule(p.tenant_id, id)
+        .await?
+        .map_err(|_| no_schedule())?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Runs the schedule's job now, outside its ticks (they go on as before).

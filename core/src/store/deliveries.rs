@@ -1,6 +1,7 @@
 //! The dispatcher's side of deliveries: claim due ones within each endpoint's limits, record
 //! outcomes with the endpoint's health, and take back deliveries whose dispatcher was lost.
 
+use super::StoreResult;
 use std::{collections::HashMap, time::Duration};
 
 use chrono::{DateTime, Utc};
@@ -112,7 +113,7 @@ impl Store {
         first_attempts: bool,
         limit: i64,
         limits: ClaimLimits,
-    ) -> sqlx::Result<Vec<ClaimedDelivery>> {
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(CLAIM_LOCK)
@@ -255,7 +256,7 @@ impl Store {
         &self,
         outcomes: &[DeliveryOutcome],
         rules: HealthRules,
-    ) -> sqlx::Result<Vec<Uuid>> {
+    ) -> StoreResult<Vec<Uuid>> {
         let status = |o: &DeliveryOutcome| match o.next {
             NextStep::Succeeded => "succeeded",
             NextStep::RetryIn(_) => "pending",
@@ -432,7 +433,7 @@ impl Store {
 
     /// Takes back deliveries whose lease expired (their dispatcher died mid-send): due again
     /// now, with one more attempt allowed, since the lost one may never have been sent.
-    pub async fn rescue_deliveries(&self, schedule_len: i32, limit: i64) -> sqlx::Result<u64> {
+    pub async fn rescue_deliveries(&self, schedule_len: i32, limit: i64) -> StoreResult<u64> {
         self.requeue_in_flight(
             "SELECT id FROM deliveries WHERE status = 'delivering' AND lease_expires_at < now()
              ORDER BY lease_expires_at LIMIT $4 FOR UPDATE SKIP LOCKED",
@@ -451,7 +452,7 @@ impl Store {
         &self,
         claims: &[(Uuid, Uuid)],
         schedule_len: i32,
-    ) -> sqlx::Result<u64> {
+    ) -> StoreResult<u64> {
         let ids: Vec<Uuid> = claims.iter().map(|c| c.0).collect();
         let tokens: Vec<Uuid> = claims.iter().map(|c| c.1).collect();
         self.requeue_in_flight(
@@ -475,7 +476,7 @@ impl Store {
         ids: &[Uuid],
         tokens: &[Uuid],
         limit: i64,
-    ) -> sqlx::Result<u64> {
+    ) -> StoreResult<u64> {
         let sql = format!(
             "WITH lost AS ({select}),
              r AS (
@@ -511,7 +512,7 @@ impl Store {
 /// cached), the claim's joins became nested loops over whole-table scans, seconds per claim
 /// (measured). Every access these statements make has an index, so forbid sequential scans
 /// and plan each execution with its own parameters.
-async fn index_scans_only(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> sqlx::Result<()> {
+async fn index_scans_only(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> StoreResult<()> {
     for setting in [
         "SET LOCAL enable_seqscan = off",
         "SET LOCAL plan_cache_mode = force_custom_plan",
@@ -536,7 +537,7 @@ impl Events {
         self.data.push(data);
     }
 
-    async fn raise(self, tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> sqlx::Result<()> {
+    async fn raise(self, tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> StoreResult<()> {
         if self.tenants.is_empty() {
             return Ok(());
         }

@@ -1,3 +1,4 @@
+use super::{IdempotencyConflict, NotFound, StoreResult};
 use std::{collections::HashMap, time::Duration};
 
 use chrono::{DateTime, Utc};
@@ -59,7 +60,7 @@ pub(super) async fn read_page<F, Fut>(
     before: Option<Uuid>,
     limit: i64,
     fetch: F,
-) -> sqlx::Result<JobPage>
+) -> StoreResult<JobPage>
 where
     F: Fn(Option<Uuid>, i64) -> Fut,
     Fut: std::future::Future<Output = sqlx::Result<Vec<JobRow>>>,
@@ -207,7 +208,7 @@ pub struct Finish {
 /// Raises the events and callbacks of jobs that just became terminal, and moves the sagas
 /// they are steps of, in the transaction that made them so (see `conveyor_jobs_finished` and
 /// `conveyor_sagas_advance` in the migrations). Every way a job ends comes through here.
-async fn raise_finished(tx: &mut Transaction<'_, Postgres>, ids: &[Uuid]) -> sqlx::Result<()> {
+async fn raise_finished(tx: &mut Transaction<'_, Postgres>, ids: &[Uuid]) -> StoreResult<()> {
     if ids.is_empty() {
         return Ok(());
     }
@@ -220,7 +221,7 @@ async fn raise_finished(tx: &mut Transaction<'_, Postgres>, ids: &[Uuid]) -> sql
 
 /// Wakes long-polls waiting on these jobs. Sent inside the transaction, so it is delivered
 /// only if the change commits.
-async fn notify_finished(tx: &mut Transaction<'_, Postgres>, ids: &[Uuid]) -> sqlx::Result<()> {
+async fn notify_finished(tx: &mut Transaction<'_, Postgres>, ids: &[Uuid]) -> StoreResult<()> {
     // NOTIFY payloads are capped at 8000 bytes; 36-byte ids plus commas fit 200 at a time.
     for chunk in ids.chunks(200) {
         let payload = chunk
@@ -238,22 +239,22 @@ async fn notify_finished(tx: &mut Transaction<'_, Postgres>, ids: &[Uuid]) -> sq
 }
 
 impl Store {
-    /// Inserts every job of a batch in one transaction: all are accepted or none. `None`
-    /// when one of them reuses an idempotency key with a different request (nothing is kept).
+    /// Inserts every job of a batch in one transaction: all are accepted or none (when one of
+    /// them reuses an idempotency key with a different request).
     pub async fn insert_jobs(
         &self,
         tenant_id: Uuid,
         jobs: &[NewJob],
-    ) -> sqlx::Result<Option<Vec<InsertOutcome>>> {
+    ) -> StoreResult<Result<Vec<InsertOutcome>, IdempotencyConflict>> {
         let pairs: Vec<(Uuid, NewJob)> = jobs.iter().map(|j| (tenant_id, j.clone())).collect();
         let mut tx = self.pool.begin().await?;
         let out = insert_on(&mut tx, &pairs).await?;
         if out.iter().any(|o| matches!(o, InsertOutcome::Conflict)) {
             tx.rollback().await?;
-            return Ok(None);
+            return Ok(Err(IdempotencyConflict));
         }
         tx.commit().await?;
-        Ok(Some(out))
+        Ok(Ok(out))
     }
 
     /// Inserts independent submissions (of any tenants) in one transaction: one commit for
@@ -261,14 +262,14 @@ impl Store {
     pub async fn insert_jobs_grouped(
         &self,
         jobs: &[(Uuid, NewJob)],
-    ) -> sqlx::Result<Vec<InsertOutcome>> {
+    ) -> StoreResult<Vec<InsertOutcome>> {
         let mut tx = self.pool.begin().await?;
         let out = insert_on(&mut tx, jobs).await?;
         tx.commit().await?;
         Ok(out)
     }
 
-    pub async fn get_job(&self, tenant_id: Uuid, id: Uuid) -> sqlx::Result<Option<Job>> {
+    pub async fn get_job(&self, tenant_id: Uuid, id: Uuid) -> StoreResult<Option<Job>> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 AND id = $2");
         let row: Option<JobRow> = sqlx::query_as(&sql)
             .bind(tenant_id)
@@ -286,7 +287,7 @@ impl Store {
         before: Option<Uuid>,
         limit: i64,
         detail: Detail,
-    ) -> sqlx::Result<JobPage> {
+    ) -> StoreResult<JobPage> {
         let sql = format!(
             "SELECT {} FROM jobs WHERE tenant_id = $1
                AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR queue = $3)
@@ -307,12 +308,12 @@ impl Store {
         .await
     }
 
-    /// The attempts of a job, or `None` when the tenant has no such job.
+    /// The attempts of one of the tenant's jobs.
     pub async fn list_attempts(
         &self,
         tenant_id: Uuid,
         id: Uuid,
-    ) -> sqlx::Result<Option<Vec<Attempt>>> {
+    ) -> StoreResult<Result<Vec<Attempt>, NotFound>> {
         let exists: Option<Uuid> =
             sqlx::query_scalar("SELECT id FROM jobs WHERE tenant_id = $1 AND id = $2")
                 .bind(tenant_id)
@@ -320,7 +321,7 @@ impl Store {
                 .fetch_optional(&self.pool)
                 .await?;
         if exists.is_none() {
-            return Ok(None);
+            return Ok(Err(NotFound));
         }
         let attempts = sqlx::query_as(
             "SELECT attempt, started_at, finished_at, outcome, error, worker
@@ -329,12 +330,12 @@ impl Store {
         .bind(id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(Some(attempts))
+        Ok(Ok(attempts))
     }
 
     /// Cancels a job that is not terminal. A running job's worker loses its lease: its result
     /// will be refused, and its next heartbeat tells it to stop.
-    pub async fn cancel_job(&self, tenant_id: Uuid, id: Uuid) -> sqlx::Result<CancelOutcome> {
+    pub async fn cancel_job(&self, tenant_id: Uuid, id: Uuid) -> StoreResult<CancelOutcome> {
         let mut tx = self.pool.begin().await?;
         let sql = format!(
             "WITH c AS (
@@ -382,7 +383,7 @@ impl Store {
         claims: &[Claim],
         worker_id: &str,
         lease: Duration,
-    ) -> sqlx::Result<Vec<ClaimedJob>> {
+    ) -> StoreResult<Vec<ClaimedJob>> {
         let ids: Vec<Uuid> = claims.iter().map(|c| c.job_id).collect();
         let tokens: Vec<Uuid> = claims.iter().map(|c| c.token).collect();
         let sql = format!(
@@ -419,7 +420,7 @@ impl Store {
 
     /// Records the outcomes of attempts. Each applies only while the job is still `running`
     /// under the same token; the (job, token) pairs of those that applied are returned.
-    pub async fn finish_jobs(&self, finishes: &[Finish]) -> sqlx::Result<Vec<Claim>> {
+    pub async fn finish_jobs(&self, finishes: &[Finish]) -> StoreResult<Vec<Claim>> {
         let ids: Vec<Uuid> = finishes.iter().map(|f| f.job_id).collect();
         let tokens: Vec<Uuid> = finishes.iter().map(|f| f.token).collect();
         let statuses: Vec<&str> = finishes.iter().map(|f| f.status.as_str()).collect();
@@ -474,7 +475,7 @@ impl Store {
 
     /// Extends the leases of running jobs; returns the ids this worker still owns. A job
     /// missing from the answer was cancelled or rescued: its worker must stop running it.
-    pub async fn heartbeat(&self, claims: &[Claim], lease: Duration) -> sqlx::Result<Vec<Uuid>> {
+    pub async fn heartbeat(&self, claims: &[Claim], lease: Duration) -> StoreResult<Vec<Uuid>> {
         let ids: Vec<Uuid> = claims.iter().map(|c| c.job_id).collect();
         let tokens: Vec<Uuid> = claims.iter().map(|c| c.token).collect();
         sqlx::query_scalar(
@@ -488,11 +489,12 @@ impl Store {
         .bind(millis(lease))
         .fetch_all(&self.pool)
         .await
+        .map_err(Into::into)
     }
 
     /// Moves due `scheduled` and `retrying` jobs to `queued` and writes their outbox rows.
     /// `SKIP LOCKED` lets several schedulers run at once without taking the same rows.
-    pub async fn promote_due(&self, limit: i64) -> sqlx::Result<u64> {
+    pub async fn promote_due(&self, limit: i64) -> StoreResult<u64> {
         let done = sqlx::query(
             "WITH due AS (
                SELECT id FROM jobs WHERE status IN ('scheduled', 'retrying') AND run_at <= now()
@@ -510,7 +512,7 @@ impl Store {
 
     /// Publishes again jobs that have been `queued` for longer than `stale_after`, in case
     /// their message was lost in RabbitMQ. Returns how many.
-    pub async fn republish_stale(&self, stale_after: Duration, limit: i64) -> sqlx::Result<u64> {
+    pub async fn republish_stale(&self, stale_after: Duration, limit: i64) -> StoreResult<u64> {
         let done = sqlx::query(
             "WITH stale AS (
                SELECT id FROM jobs WHERE status = 'queued' AND held_at IS NULL
@@ -530,7 +532,7 @@ impl Store {
 
     /// Rescues running jobs whose lease expired (their worker died or hung): the attempt is
     /// recorded as `lost`, and the job runs again, or is dead when it has no attempts left.
-    pub async fn rescue_expired(&self, limit: i64) -> sqlx::Result<u64> {
+    pub async fn rescue_expired(&self, limit: i64) -> StoreResult<u64> {
         let sql = requeue_sql(
             "SELECT id FROM jobs WHERE status = 'running' AND lease_expires_at < now()
              ORDER BY lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED",
@@ -549,7 +551,7 @@ impl Store {
     /// Hands back jobs a stopping worker could not finish, as `lost` attempts, so they run
     /// again at once instead of waiting for their leases to expire. A hand-back never makes a
     /// job `dead`, even on its last attempt: it was not the job's fault.
-    pub async fn release(&self, claims: &[Claim]) -> sqlx::Result<u64> {
+    pub async fn release(&self, claims: &[Claim]) -> StoreResult<u64> {
         let ids: Vec<Uuid> = claims.iter().map(|c| c.job_id).collect();
         let tokens: Vec<Uuid> = claims.iter().map(|c| c.token).collect();
         let sql = requeue_sql(
@@ -605,7 +607,7 @@ fn requeue_sql(select_lost: &str, reason_param: &str, exhausted_is_dead: bool) -
 async fn commit_requeued(
     mut tx: Transaction<'_, Postgres>,
     rows: Vec<(Uuid, String)>,
-) -> sqlx::Result<u64> {
+) -> StoreResult<u64> {
     let dead: Vec<Uuid> = rows
         .iter()
         .filter(|(_, s)| s == "dead")
@@ -624,7 +626,7 @@ async fn commit_requeued(
 pub(super) async fn insert_on(
     conn: &mut sqlx::PgConnection,
     jobs: &[(Uuid, NewJob)],
-) -> sqlx::Result<Vec<InsertOutcome>> {
+) -> StoreResult<Vec<InsertOutcome>> {
     // Rows go in (tenant, key) order, so concurrent transactions take key locks in one order
     // and cannot deadlock on each other.
     let mut order: Vec<&(Uuid, NewJob)> = jobs.iter().collect();

@@ -1,3 +1,4 @@
+use super::StoreResult;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -69,7 +70,7 @@ pub struct Revocation {
 impl Store {
     /// The tenant's id, creating the tenant when it is new.
     /// A new tenant gets a callback signing secret of its own, sealed.
-    pub async fn ensure_tenant(&self, name: &str) -> sqlx::Result<Uuid> {
+    pub async fn ensure_tenant(&self, name: &str) -> StoreResult<Uuid> {
         sqlx::query_scalar(
             "INSERT INTO tenants (id, name, callback_secret) VALUES ($1, $2, $3)
              ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
@@ -79,18 +80,20 @@ impl Store {
         .bind(self.keyring.seal(&crate::signing::Secret::generate()))
         .fetch_one(&self.pool)
         .await
+        .map_err(Into::into)
     }
 
     /// The id of the tenant of that name, if there is one.
-    pub async fn tenant_id(&self, name: &str) -> sqlx::Result<Option<Uuid>> {
+    pub async fn tenant_id(&self, name: &str) -> StoreResult<Option<Uuid>> {
         sqlx::query_scalar("SELECT id FROM tenants WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
             .await
+            .map_err(Into::into)
     }
 
     /// Creates a key and returns it: the only time it exists in clear.
-    pub async fn create_key(&self, tenant_id: Uuid, scopes: &[Scope]) -> sqlx::Result<String> {
+    pub async fn create_key(&self, tenant_id: Uuid, scopes: &[Scope]) -> StoreResult<String> {
         self.create_key_limited(tenant_id, scopes, None).await
     }
 
@@ -100,7 +103,7 @@ impl Store {
         tenant_id: Uuid,
         scopes: &[Scope],
         rate_limit_per_second: Option<u32>,
-    ) -> sqlx::Result<String> {
+    ) -> StoreResult<String> {
         let new = NewKey {
             name: String::new(),
             scopes: scopes.to_vec(),
@@ -113,7 +116,7 @@ impl Store {
 
     /// Makes a key (audited when another key made it) and announces its prefix to every API
     /// process; returns it with the key in clear, the only time it exists so.
-    pub async fn make_key(&self, tenant_id: Uuid, new: &NewKey) -> sqlx::Result<(KeyInfo, String)> {
+    pub async fn make_key(&self, tenant_id: Uuid, new: &NewKey) -> StoreResult<(KeyInfo, String)> {
         let key = generate_key();
         let scopes: Vec<&str> = new.scopes.iter().map(|s| s.as_str()).collect();
         let mut tx = self.pool.begin().await?;
@@ -157,7 +160,7 @@ impl Store {
         tenant_id: Uuid,
         before: Option<Uuid>,
         limit: i64,
-    ) -> sqlx::Result<Vec<KeyInfo>> {
+    ) -> StoreResult<Vec<KeyInfo>> {
         self.page_of("api_keys", KEY_INFO_COLUMNS, tenant_id, before, limit)
             .await
     }
@@ -170,7 +173,7 @@ impl Store {
         tenant_id: Uuid,
         id: Uuid,
         by: Uuid,
-    ) -> sqlx::Result<Option<Revocation>> {
+    ) -> StoreResult<Option<Revocation>> {
         #[derive(sqlx::FromRow)]
         struct Revoked {
             #[sqlx(flatten)]
@@ -211,7 +214,7 @@ impl Store {
     }
 
     /// The principal of a key that is known, not revoked and not expired.
-    pub async fn find_key(&self, key: &str) -> sqlx::Result<Option<Principal>> {
+    pub async fn find_key(&self, key: &str) -> StoreResult<Option<Principal>> {
         let row: Option<KeyRow> = sqlx::query_as(
             "SELECT id, tenant_id, scopes, rate_limit_per_second, expires_at FROM api_keys
              WHERE key_hash = $1 AND revoked_at IS NULL
@@ -225,7 +228,7 @@ impl Store {
 
     /// The first `LIVE_HASH_BYTES` of the hash of every key that may verify (not revoked, not
     /// expired): a key not among them is unknown without a lookup.
-    pub async fn live_key_hashes(&self) -> sqlx::Result<Vec<Vec<u8>>> {
+    pub async fn live_key_hashes(&self) -> StoreResult<Vec<Vec<u8>>> {
         sqlx::query_scalar(
             "SELECT substring(key_hash FROM 1 FOR $1) FROM api_keys
              WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
@@ -233,11 +236,12 @@ impl Store {
         .bind(LIVE_HASH_BYTES as i32)
         .fetch_all(&self.pool)
         .await
+        .map_err(Into::into)
     }
 
     /// Notes that these keys were used just now (at most every few seconds per key: the API
     /// processes call it when they store usage).
-    pub async fn touch_keys(&self, ids: &[Uuid]) -> sqlx::Result<()> {
+    pub async fn touch_keys(&self, ids: &[Uuid]) -> StoreResult<()> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -286,7 +290,7 @@ async fn audit_key(
     by: Uuid,
     action: &str,
     info: &KeyInfo,
-) -> sqlx::Result<()> {
+) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO audit_log (id, tenant_id, key_id, action, target, details)
          VALUES (conveyor_uuid_v7(), $1, $2, $3, $4, $5)",

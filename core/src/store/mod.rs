@@ -2,6 +2,7 @@
 //! `tenant_id`; every transition out of `running` is guarded by the lease token.
 
 mod deliveries;
+mod error;
 mod jobs;
 mod keys;
 mod operators;
@@ -15,6 +16,7 @@ mod usage;
 mod webhooks;
 
 pub use deliveries::{ClaimLimits, ClaimedDelivery, DeliveryOutcome, HealthRules, NextStep};
+pub use error::{IdempotencyConflict, NotFound, StoreError, StoreResult};
 pub use jobs::{
     CancelOutcome, Claim, ClaimedJob, Detail, Finish, InsertOutcome, JobFilter, JobPage,
 };
@@ -23,7 +25,7 @@ pub use keys::{
     LIVE_HASH_BYTES,
 };
 pub use operators::{AuditEntry, DeadFilter, QueueStats, Replay, Tenants, PAUSE_LOCK_CLASS};
-pub use relay::{delete_published, take_outbox_batch, try_session_lock, OutboxRow};
+pub use relay::{take_outbox_batch, try_session_lock, OutboxBatch, OutboxRow};
 pub use retention::Purged;
 pub use sagas::{NewSaga, NewSagaStep, SagaOutcome};
 pub use schedules::{FirePass, NameTaken, ScheduleUpdate};
@@ -36,7 +38,7 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 
-use crate::sealing::{Keyring, SealError};
+use crate::sealing::Keyring;
 
 /// Advisory lock key under which one process at a time vacuums (`maintain`).
 const MAINTENANCE_LOCK: i64 = 0x636f_6e76_6d61_696e; // "convmain"
@@ -48,10 +50,13 @@ pub const JOB_FINISHED_CHANNEL: &str = "conveyor_job_finished";
 /// functions use the same name).
 pub const DELIVERIES_CHANNEL: &str = "conveyor_deliveries";
 
-/// A sealed secret that cannot be opened, as the store's error: the deployment lacks the key
-/// that sealed it (a misconfiguration, logged with its cause).
-fn unopenable(e: SealError) -> sqlx::Error {
-    sqlx::Error::Decode(Box::new(e))
+/// Whether a statement on one row by its id found it.
+fn one_row(done: sqlx::postgres::PgQueryResult) -> Result<(), NotFound> {
+    if done.rows_affected() == 1 {
+        Ok(())
+    } else {
+        Err(NotFound)
+    }
 }
 
 fn millis(d: std::time::Duration) -> i64 {
@@ -87,7 +92,7 @@ impl Store {
     /// so the outbox and the partial indexes stay cheap to scan even where autovacuum is off
     /// or behind. One process at a time (a try-lock: the others skip). Returns the tables
     /// vacuumed.
-    pub async fn maintain(&self) -> sqlx::Result<Vec<String>> {
+    pub async fn maintain(&self) -> StoreResult<Vec<String>> {
         let mut conn = self.pool.acquire().await?;
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(MAINTENANCE_LOCK)
@@ -112,7 +117,7 @@ impl Store {
         tenant_id: uuid::Uuid,
         before: Option<uuid::Uuid>,
         limit: i64,
-    ) -> sqlx::Result<Vec<T>>
+    ) -> StoreResult<Vec<T>>
     where
         T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
     {
@@ -126,6 +131,7 @@ impl Store {
             .bind(limit)
             .fetch_all(&self.pool)
             .await
+            .map_err(Into::into)
     }
 
     /// One of a tenant's rows of `table`: another tenant's id finds nothing.
@@ -135,7 +141,7 @@ impl Store {
         columns: &str,
         tenant_id: uuid::Uuid,
         id: uuid::Uuid,
-    ) -> sqlx::Result<Option<T>>
+    ) -> StoreResult<Option<T>>
     where
         T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
     {
@@ -145,17 +151,16 @@ impl Store {
             .bind(id)
             .fetch_optional(&self.pool)
             .await
+            .map_err(Into::into)
     }
 
-    pub async fn ping(&self) -> sqlx::Result<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
+    pub async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 }
 
-async fn vacuum_due(conn: &mut sqlx::PgConnection) -> sqlx::Result<Vec<String>> {
+async fn vacuum_due(conn: &mut sqlx::PgConnection) -> StoreResult<Vec<String>> {
     let due: Vec<String> = sqlx::query_scalar(
         "SELECT relname::text FROM pg_stat_user_tables
          WHERE relname IN ('outbox', 'jobs', 'job_attempts', 'deliveries', 'delivery_attempts') AND schemaname = current_schema()

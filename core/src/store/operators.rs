@@ -1,6 +1,7 @@
 //! Operators' tools: dead letters and their replay (each replay audited), queue statistics,
 //! queue pause.
 
+use super::StoreResult;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
@@ -65,7 +66,7 @@ impl Store {
         before: Option<Uuid>,
         limit: i64,
         detail: Detail,
-    ) -> sqlx::Result<JobPage> {
+    ) -> StoreResult<JobPage> {
         let sql = format!(
             "SELECT {} FROM jobs WHERE {DEAD_WHERE} AND ($6::uuid IS NULL OR id < $6)
              ORDER BY id DESC LIMIT $7",
@@ -91,7 +92,7 @@ impl Store {
         tenant_id: Uuid,
         f: &DeadFilter,
         before: Option<Uuid>,
-    ) -> sqlx::Result<i64> {
+    ) -> StoreResult<i64> {
         let sql = format!(
             "SELECT count(*) FROM jobs WHERE {DEAD_WHERE} AND ($6::uuid IS NULL OR id < $6)"
         );
@@ -104,6 +105,7 @@ impl Store {
             .bind(before)
             .fetch_one(&self.pool)
             .await
+            .map_err(Into::into)
     }
 
     /// Puts `dead` or `cancelled` jobs back in their queue with a fresh attempt budget,
@@ -116,7 +118,7 @@ impl Store {
         key_id: Uuid,
         replays: &[Replay],
         bulk: bool,
-    ) -> sqlx::Result<Vec<Job>> {
+    ) -> StoreResult<Vec<Job>> {
         let ids: Vec<Uuid> = replays.iter().map(|r| r.job_id).collect();
         let payloads: Vec<Option<Value>> = replays.iter().map(|r| r.payload.clone()).collect();
         let sql = format!(
@@ -165,7 +167,7 @@ impl Store {
         target: Option<&str>,
         before: Option<Uuid>,
         limit: i64,
-    ) -> sqlx::Result<Vec<AuditEntry>> {
+    ) -> StoreResult<Vec<AuditEntry>> {
         sqlx::query_as(
             "SELECT * FROM (
                (SELECT id, key_id, action, target, details, created_at FROM audit_log
@@ -185,6 +187,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await
+        .map_err(Into::into)
     }
 
     /// `queues` as one tenant sees them, or (for an operator) as every tenant's jobs make
@@ -194,7 +197,7 @@ impl Store {
         &self,
         whose: Tenants,
         queues: &[String],
-    ) -> sqlx::Result<Vec<QueueStats>> {
+    ) -> StoreResult<Vec<QueueStats>> {
         let tenant = match whose {
             Tenants::One(_) => "tenant_id = $1",
             Tenants::All => "$1::uuid IS NULL",
@@ -267,7 +270,7 @@ impl Store {
         &self,
         tenant_id: Uuid,
         minutes: i32,
-    ) -> sqlx::Result<Vec<(DateTime<Utc>, String, i64)>> {
+    ) -> StoreResult<Vec<(DateTime<Utc>, String, i64)>> {
         sqlx::query_as(
             "SELECT date_trunc('minute', finished_at) AS minute, queue, count(*) FROM jobs
              WHERE tenant_id = $1 AND finished_at > now() - $2 * interval '1 minute'
@@ -277,6 +280,7 @@ impl Store {
         .bind(minutes)
         .fetch_all(&self.pool)
         .await
+        .map_err(Into::into)
     }
 
     /// Pauses (or resumes) a queue for one tenant's jobs or every tenant's; audited (an
@@ -295,7 +299,7 @@ impl Store {
         key_id: Uuid,
         queue: &str,
         paused: bool,
-    ) -> sqlx::Result<bool> {
+    ) -> StoreResult<bool> {
         let tenant_id = whose.tenant_id();
         let exists: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM queue_pauses
@@ -381,7 +385,7 @@ impl Store {
 
     /// Publishes again queued jobs that workers held for a pause that no longer holds them
     /// (of one queue and tenant, or of any), a thousand per statement. Returns how many.
-    pub async fn release_held(&self, queue: Option<&str>, whose: Tenants) -> sqlx::Result<u64> {
+    pub async fn release_held(&self, queue: Option<&str>, whose: Tenants) -> StoreResult<u64> {
         let mut released = 0;
         loop {
             let n: i64 = sqlx::query_scalar(
@@ -412,14 +416,15 @@ impl Store {
     }
 
     /// Queued jobs per queue, across tenants (for the `conveyor_queue_depth` gauge).
-    pub async fn queued_per_queue(&self) -> sqlx::Result<Vec<(String, i64)>> {
+    pub async fn queued_per_queue(&self) -> StoreResult<Vec<(String, i64)>> {
         sqlx::query_as("SELECT queue, count(*) FROM jobs WHERE status = 'queued' GROUP BY queue")
             .fetch_all(&self.pool)
             .await
+            .map_err(Into::into)
     }
 
     /// A tenant's queued jobs per queue (for its backlog bound), along `jobs_queued`.
-    pub async fn queued_per_queue_of(&self, tenant_id: Uuid) -> sqlx::Result<Vec<(String, i64)>> {
+    pub async fn queued_per_queue_of(&self, tenant_id: Uuid) -> StoreResult<Vec<(String, i64)>> {
         sqlx::query_as(
             "SELECT queue, count(*) FROM jobs WHERE tenant_id = $1 AND status = 'queued'
              GROUP BY queue",
@@ -427,26 +432,30 @@ impl Store {
         .bind(tenant_id)
         .fetch_all(&self.pool)
         .await
+        .map_err(Into::into)
     }
 
     /// Outbox rows waiting to be published.
-    pub async fn outbox_backlog(&self) -> sqlx::Result<i64> {
+    pub async fn outbox_backlog(&self) -> StoreResult<i64> {
         sqlx::query_scalar("SELECT count(*) FROM outbox")
             .fetch_one(&self.pool)
             .await
+            .map_err(Into::into)
     }
 
     /// Queues paused for every tenant: workers stop consuming them.
-    pub async fn queues_paused_for_every_tenant(&self) -> sqlx::Result<Vec<String>> {
+    pub async fn queues_paused_for_every_tenant(&self) -> StoreResult<Vec<String>> {
         sqlx::query_scalar("SELECT queue FROM queue_pauses WHERE tenant_id IS NULL ORDER BY queue")
             .fetch_all(&self.pool)
             .await
+            .map_err(Into::into)
     }
 
     /// Every pause: its queue and whose jobs it holds (`None`: every tenant's).
-    async fn pauses(&self) -> sqlx::Result<Vec<(String, Option<Uuid>)>> {
+    async fn pauses(&self) -> StoreResult<Vec<(String, Option<Uuid>)>> {
         sqlx::query_as("SELECT queue, tenant_id FROM queue_pauses")
             .fetch_all(&self.pool)
             .await
+            .map_err(Into::into)
     }
 }

@@ -1,7 +1,8 @@
 //! The outbox relay's statements, and the scheduler's leader lock: SQL stays in the store,
 //! also where the caller holds the transaction or the session.
 
-use sqlx::{PgConnection, Postgres, Transaction};
+use super::StoreResult;
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 /// A row of the outbox: a message to publish once its transaction has committed.
@@ -15,36 +16,48 @@ pub struct OutboxRow {
     pub traceparent: Option<String>,
 }
 
-/// Locks up to `limit` outbox rows, oldest first, that no other relay holds (`SKIP LOCKED`):
-/// they are this transaction's to publish and delete.
-pub async fn take_outbox_batch(
-    tx: &mut Transaction<'_, Postgres>,
-    limit: i64,
-) -> sqlx::Result<Vec<OutboxRow>> {
-    sqlx::query_as(
+/// Outbox rows taken by one relay: locked in an open transaction until `finish` deletes the
+/// published ones and commits. Dropped unfinished (a failed publish, a crash), it rolls back
+/// and every row stays for the next pass.
+pub struct OutboxBatch {
+    tx: Transaction<'static, Postgres>,
+    pub rows: Vec<OutboxRow>,
+}
+
+/// Locks up to `limit` outbox rows, oldest first, that no other relay holds (`SKIP LOCKED`).
+pub async fn take_outbox_batch(pool: &PgPool, limit: i64) -> StoreResult<OutboxBatch> {
+    let mut tx = pool.begin().await?;
+    let rows = sqlx::query_as(
         "SELECT o.id, o.kind, o.routing_key, o.job_id, j.traceparent
          FROM outbox o LEFT JOIN jobs j ON j.id = o.job_id
          ORDER BY o.id LIMIT $1 FOR UPDATE OF o SKIP LOCKED",
     )
     .bind(limit)
-    .fetch_all(&mut **tx)
-    .await
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(OutboxBatch { tx, rows })
 }
 
-/// Deletes the rows whose messages the broker confirmed.
-pub async fn delete_published(tx: &mut Transaction<'_, Postgres>, ids: &[i64]) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
-        .bind(ids)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+impl OutboxBatch {
+    /// Deletes the rows whose messages the broker confirmed (`published`), and lets go of the
+    /// rest. A crash before the commit republishes them: at-least-once, and workers skip
+    /// duplicates.
+    pub async fn finish(mut self, published: &[i64]) -> StoreResult<()> {
+        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+            .bind(published)
+            .execute(&mut *self.tx)
+            .await?;
+        self.tx.commit().await?;
+        Ok(())
+    }
 }
 
 /// Tries to take a session advisory lock on `conn`: held until that session ends, so a
 /// leader that dies, or whose connection breaks, lets go of it.
-pub async fn try_session_lock(conn: &mut PgConnection, key: i64) -> sqlx::Result<bool> {
+pub async fn try_session_lock(conn: &mut PgConnection, key: i64) -> StoreResult<bool> {
     sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
         .bind(key)
         .fetch_one(conn)
         .await
+        .map_err(Into::into)
 }

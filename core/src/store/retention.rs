@@ -4,6 +4,7 @@
 //! purge never holds many locks nor one long transaction; `SKIP LOCKED` keeps concurrent
 //! purgers (several schedulers) off each other's rows.
 
+use super::StoreResult;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -63,7 +64,7 @@ fn uuid_v7_floor(t: DateTime<Utc>) -> Uuid {
 
 impl Store {
     /// One bounded pass: at most `batch` rows of each table that finished more than `age` ago.
-    pub async fn purge_finished(&self, age: Duration, batch: i64) -> sqlx::Result<Purged> {
+    pub async fn purge_finished(&self, age: Duration, batch: i64) -> StoreResult<Purged> {
         let Some(cutoff) = chrono::Duration::from_std(age)
             .ok()
             .and_then(|age| Utc::now().checked_sub_signed(age))
@@ -121,7 +122,7 @@ impl Store {
         })
     }
 
-    async fn purge(&self, sql: &str, cutoff: DateTime<Utc>, batch: i64) -> sqlx::Result<u64> {
+    async fn purge(&self, sql: &str, cutoff: DateTime<Utc>, batch: i64) -> StoreResult<u64> {
         Ok(sqlx::query(sql)
             .bind(cutoff)
             .bind(batch)

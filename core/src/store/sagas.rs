@@ -1,6 +1,7 @@
 //! Sagas: creation, reads. Their progress is SQL (`conveyor_sagas_advance` in the
 //! migrations), run inside the transaction that ends each step's job.
 
+use super::StoreResult;
 use conveyor_types::sagas::{Saga, SagaStatus};
 use serde_json::Value;
 use sqlx::types::Json;
@@ -40,7 +41,7 @@ pub enum SagaOutcome {
 
 impl Store {
     /// Stores a saga with its steps and queues the first step's job, in one transaction.
-    pub async fn create_saga(&self, tenant_id: Uuid, saga: &NewSaga) -> sqlx::Result<SagaOutcome> {
+    pub async fn create_saga(&self, tenant_id: Uuid, saga: &NewSaga) -> StoreResult<SagaOutcome> {
         let id = Uuid::now_v7();
         let mut tx = self.pool.begin().await?;
         let inserted: Option<Uuid> = sqlx::query_scalar(
@@ -111,7 +112,7 @@ impl Store {
     }
 
     /// A saga as the API shows it; another tenant's id finds nothing.
-    pub async fn get_saga(&self, tenant_id: Uuid, id: Uuid) -> sqlx::Result<Option<Saga>> {
+    pub async fn get_saga(&self, tenant_id: Uuid, id: Uuid) -> StoreResult<Option<Saga>> {
         self.one_of::<(Json<Saga>,)>("sagas s", "conveyor_saga_json(s)", tenant_id, id)
             .await
             .map(|row| row.map(|(Json(s),)| s))
@@ -124,7 +125,7 @@ impl Store {
         status: Option<SagaStatus>,
         before: Option<Uuid>,
         limit: i64,
-    ) -> sqlx::Result<Vec<Saga>> {
+    ) -> StoreResult<Vec<Saga>> {
         let rows: Vec<(Json<Saga>,)> = sqlx::query_as(
             "SELECT conveyor_saga_json(s) FROM sagas s
              WHERE tenant_id = $1 AND ($2::text IS NULL OR status = $2)

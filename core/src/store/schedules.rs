@@ -1,5 +1,6 @@
 //! Cron schedules: the API's reads and writes, and the leader's firing of due ticks.
 
+use super::{NotFound, StoreResult};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -44,7 +45,7 @@ impl Store {
         &self,
         tenant_id: Uuid,
         spec: &ScheduleSpec,
-    ) -> sqlx::Result<Result<Schedule, NameTaken>> {
+    ) -> StoreResult<Result<Schedule, NameTaken>> {
         let sql = format!(
             "INSERT INTO schedules (id, tenant_id, name, cron, timezone, job, enabled, overlap,
                catch_up, next_fire_at)
@@ -55,7 +56,7 @@ impl Store {
         match made {
             Ok(s) => Ok(Ok(s)),
             Err(e) if is_unique_violation(&e) => Ok(Err(NameTaken)),
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -65,12 +66,12 @@ impl Store {
         tenant_id: Uuid,
         before: Option<Uuid>,
         limit: i64,
-    ) -> sqlx::Result<Vec<Schedule>> {
+    ) -> StoreResult<Vec<Schedule>> {
         self.page_of("schedules", SCHEDULE_COLUMNS, tenant_id, before, limit)
             .await
     }
 
-    pub async fn get_schedule(&self, tenant_id: Uuid, id: Uuid) -> sqlx::Result<Option<Schedule>> {
+    pub async fn get_schedule(&self, tenant_id: Uuid, id: Uuid) -> StoreResult<Option<Schedule>> {
         self.one_of("schedules", SCHEDULE_COLUMNS, tenant_id, id)
             .await
     }
@@ -81,7 +82,7 @@ impl Store {
         tenant_id: Uuid,
         id: Uuid,
         spec: &ScheduleSpec,
-    ) -> sqlx::Result<ScheduleUpdate> {
+    ) -> StoreResult<ScheduleUpdate> {
         let sql = format!(
             "UPDATE schedules SET name = $3, cron = $4, timezone = $5, job = $6, enabled = $7,
                overlap = $8, catch_up = $9, next_fire_at = $10, updated_at = now()
@@ -93,17 +94,21 @@ impl Store {
             Ok(Some(s)) => Ok(ScheduleUpdate::Updated(Box::new(s))),
             Ok(None) => Ok(ScheduleUpdate::NotFound),
             Err(e) if is_unique_violation(&e) => Ok(ScheduleUpdate::NameTaken),
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 
-    pub async fn delete_schedule(&self, tenant_id: Uuid, id: Uuid) -> sqlx::Result<bool> {
+    pub async fn delete_schedule(
+        &self,
+        tenant_id: Uuid,
+        id: Uuid,
+    ) -> StoreResult<Result<(), NotFound>> {
         let done = sqlx::query("DELETE FROM schedules WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
             .bind(id)
             .execute(&self.pool)
             .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(super::one_row(done))
     }
 
     /// Submits the schedule's job now, outside its cron ticks (they go on as before).
@@ -112,7 +117,7 @@ impl Store {
         tenant_id: Uuid,
         id: Uuid,
         fired_by: &str,
-    ) -> sqlx::Result<Option<Job>> {
+    ) -> StoreResult<Option<Job>> {
         let mut tx = self.pool.begin().await?;
         let template: Option<sqlx::types::Json<JobTemplate>> = sqlx::query_scalar(
             "SELECT job FROM schedules WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
@@ -157,7 +162,7 @@ impl Store {
         limit: i64,
         misfire_grace: Duration,
         next_after: impl Fn(&str, &str, DateTime<Utc>) -> Option<DateTime<Utc>>,
-    ) -> sqlx::Result<FirePass> {
+    ) -> StoreResult<FirePass> {
         #[derive(sqlx::FromRow)]
         struct Due {
             id: Uuid,
@@ -267,13 +272,14 @@ async fn submit(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     tenant_id: Uuid,
     template: &JobTemplate,
-) -> sqlx::Result<Job> {
+) -> StoreResult<Job> {
     let job = NewJob::from_template(template);
     match insert_on(&mut *tx, &[(tenant_id, job)]).await?.remove(0) {
         InsertOutcome::Created(j) | InsertOutcome::Existing(j) => Ok(j),
         // A template has no idempotency key, so it cannot conflict.
         InsertOutcome::Conflict => Err(sqlx::Error::Protocol(
             "a scheduled job without idempotency key conflicted".into(),
-        )),
+        )
+        .into()),
     }
 }

@@ -3,6 +3,7 @@
 //! deployment key rotation completes by restarting with the new key (and the old one as
 //! previous), and a database from before sealing is sealed on its first start.
 
+use super::StoreResult;
 use uuid::Uuid;
 
 use super::Store;
@@ -22,7 +23,7 @@ pub struct Resealed {
 
 impl Store {
     /// The ids of the keys that sealed the stored secrets.
-    pub async fn sealing_key_ids(&self) -> sqlx::Result<Vec<String>> {
+    pub async fn sealing_key_ids(&self) -> StoreResult<Vec<String>> {
         sqlx::query_scalar(
             "SELECT DISTINCT split_part(s, ':', 3) FROM (
                SELECT secret AS s FROM webhook_endpoints
@@ -33,11 +34,12 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await
+        .map_err(Into::into)
     }
 
     /// Seals with the current key every stored secret that is in clear or sealed with
     /// another key. Several processes may do this at once: rows are taken with SKIP LOCKED.
-    pub async fn reseal_secrets(&self) -> sqlx::Result<Resealed> {
+    pub async fn reseal_secrets(&self) -> StoreResult<Resealed> {
         let mut total = Resealed::default();
         for table in [Table::Endpoints, Table::Tenants] {
             let mut after = None;
@@ -59,7 +61,7 @@ impl Store {
         &self,
         table: Table,
         after: Option<Uuid>,
-    ) -> sqlx::Result<(Resealed, Option<Uuid>)> {
+    ) -> StoreResult<(Resealed, Option<Uuid>)> {
         let (name, current, previous) = table.columns();
         let fresh = format!("sealed:v1:{}:%", self.keyring.current_id());
         let mut tx = self.pool.begin().await?;

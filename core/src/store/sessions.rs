@@ -2,6 +2,7 @@
 //! so the cookie never holds the key, signing out ends the session, and revoking the key ends
 //! every session it has.
 
+use super::StoreResult;
 use std::time::Duration;
 
 use crate::token::random_hex;
@@ -24,7 +25,7 @@ pub struct LiveSession {
 
 impl Store {
     /// Opens a session for a key, lasting `ttl`; sessions that expired are cleared on the way.
-    pub async fn open_session(&self, key_id: Uuid, ttl: Duration) -> sqlx::Result<OpenedSession> {
+    pub async fn open_session(&self, key_id: Uuid, ttl: Duration) -> StoreResult<OpenedSession> {
         let opened = OpenedSession {
             id: random_hex(32),
             csrf_token: random_hex(32),
@@ -45,7 +46,7 @@ impl Store {
 
     /// The session of that id, while it and its key are valid (neither expired, the key not
     /// revoked).
-    pub async fn session(&self, id: &str) -> sqlx::Result<Option<LiveSession>> {
+    pub async fn session(&self, id: &str) -> StoreResult<Option<LiveSession>> {
         #[derive(sqlx::FromRow)]
         struct Row {
             #[sqlx(flatten)]
@@ -69,7 +70,7 @@ impl Store {
     }
 
     /// Ends a session (signing out).
-    pub async fn close_session(&self, id: &str) -> sqlx::Result<()> {
+    pub async fn close_session(&self, id: &str) -> StoreResult<()> {
         sqlx::query("DELETE FROM console_sessions WHERE id_hash = $1")
             .bind(hash_key(id))
             .execute(&self.pool)

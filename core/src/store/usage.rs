@@ -1,5 +1,6 @@
 //! API usage: requests per key, UTC day and route class.
 
+use super::StoreResult;
 use chrono::NaiveDate;
 use uuid::Uuid;
 
@@ -18,7 +19,7 @@ pub use conveyor_types::usage::UsageRow;
 
 impl Store {
     /// Adds counts to the stored ones, in one statement.
-    pub async fn add_usage(&self, counts: &[(UsageKey, u64)]) -> sqlx::Result<()> {
+    pub async fn add_usage(&self, counts: &[(UsageKey, u64)]) -> StoreResult<()> {
         if counts.is_empty() {
             return Ok(());
         }
@@ -53,7 +54,7 @@ impl Store {
         from: NaiveDate,
         to: NaiveDate,
         key: Option<Uuid>,
-    ) -> sqlx::Result<Vec<UsageRow>> {
+    ) -> StoreResult<Vec<UsageRow>> {
         sqlx::query_as(
             "SELECT key_id, day, route_class, requests FROM api_usage
              WHERE tenant_id = $1 AND day BETWEEN $2 AND $3 AND ($4::uuid IS NULL OR key_id = $4)
@@ -66,5 +67,6 @@ impl Store {
         .bind(key)
         .fetch_all(&self.pool)
         .await
+        .map_err(Into::into)
     }
 }

@@ -1,6 +1,7 @@
 //! Endpoints, their secrets, published events, and the deliveries the API shows and resends.
 //! Every query filters on the tenant.
 
+use super::{one_row, NotFound, StoreResult};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -58,7 +59,7 @@ impl Store {
         tenant_id: Uuid,
         new: &NewEndpoint,
         secret: &str,
-    ) -> sqlx::Result<Endpoint> {
+    ) -> StoreResult<Endpoint> {
         let sql = format!(
             "INSERT INTO webhook_endpoints (id, tenant_id, url, description, event_types,
                rate_limit_per_second, rate_tokens, secret)
@@ -74,6 +75,7 @@ impl Store {
             .bind(self.keyring.seal(secret))
             .fetch_one(&self.pool)
             .await
+            .map_err(Into::into)
     }
 
     /// Newest first; `before` is the keyset cursor.
@@ -82,7 +84,7 @@ impl Store {
         tenant_id: Uuid,
         before: Option<Uuid>,
         limit: i64,
-    ) -> sqlx::Result<Vec<Endpoint>> {
+    ) -> StoreResult<Vec<Endpoint>> {
         self.page_of(
             "webhook_endpoints",
             ENDPOINT_COLUMNS,
@@ -93,7 +95,7 @@ impl Store {
         .await
     }
 
-    pub async fn get_endpoint(&self, tenant_id: Uuid, id: Uuid) -> sqlx::Result<Option<Endpoint>> {
+    pub async fn get_endpoint(&self, tenant_id: Uuid, id: Uuid) -> StoreResult<Option<Endpoint>> {
         self.one_of("webhook_endpoints", ENDPOINT_COLUMNS, tenant_id, id)
             .await
     }
@@ -105,7 +107,7 @@ impl Store {
         tenant_id: Uuid,
         id: Uuid,
         patch: &EndpointPatch,
-    ) -> sqlx::Result<Option<Endpoint>> {
+    ) -> StoreResult<Option<Endpoint>> {
         let mut tx = self.pool.begin().await?;
         let sql = format!(
             "UPDATE webhook_endpoints SET
@@ -150,17 +152,25 @@ impl Store {
     /// first, with its deliveries by cascade, deadlocked against a dispatcher recording
     /// outcomes for it. Two deletions of delivery rows in different orders can still meet; a
     /// deadlock is tried again, a few times.
-    pub async fn delete_endpoint(&self, tenant_id: Uuid, id: Uuid) -> sqlx::Result<bool> {
+    pub async fn delete_endpoint(
+        &self,
+        tenant_id: Uuid,
+        id: Uuid,
+    ) -> StoreResult<Result<(), NotFound>> {
         let mut tries = 0;
         loop {
             match self.delete_endpoint_once(tenant_id, id).await {
-                Err(e) if crate::db::is_transient(&e) && tries < 3 => tries += 1,
+                Err(super::StoreError::Conflict(_)) if tries < 3 => tries += 1,
                 done => return done,
             }
         }
     }
 
-    async fn delete_endpoint_once(&self, tenant_id: Uuid, id: Uuid) -> sqlx::Result<bool> {
+    async fn delete_endpoint_once(
+        &self,
+        tenant_id: Uuid,
+        id: Uuid,
+    ) -> StoreResult<Result<(), NotFound>> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "DELETE FROM deliveries WHERE endpoint_id = $2 AND tenant_id = $1
@@ -176,18 +186,17 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(done.rows_affected() == 1)
+        Ok(one_row(done))
     }
 
     /// Replaces the endpoint's secret; the old one keeps signing beside it for `grace`.
-    /// Whether the endpoint exists.
     pub async fn rotate_endpoint_secret(
         &self,
         tenant_id: Uuid,
         id: Uuid,
         secret: &str,
         grace: Duration,
-    ) -> sqlx::Result<bool> {
+    ) -> StoreResult<Result<(), NotFound>> {
         let done = sqlx::query(
             "UPDATE webhook_endpoints SET previous_secret = secret, secret = $3,
                previous_secret_expires_at = now() + $4 * interval '1 millisecond', updated_at = now()
@@ -199,18 +208,18 @@ impl Store {
         .bind(millis(grace))
         .execute(&self.pool)
         .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(one_row(done))
     }
 
     /// The secret that signs the tenant's job callbacks.
-    pub async fn callback_secret(&self, tenant_id: Uuid) -> sqlx::Result<Option<String>> {
+    pub async fn callback_secret(&self, tenant_id: Uuid) -> StoreResult<Option<String>> {
         let sealed: Option<String> =
             sqlx::query_scalar("SELECT callback_secret FROM tenants WHERE id = $1")
                 .bind(tenant_id)
                 .fetch_optional(&self.pool)
                 .await?;
         sealed
-            .map(|s| self.keyring.open(&s).map_err(super::unopenable))
+            .map(|s| self.keyring.open(&s).map_err(Into::into))
             .transpose()
     }
 
@@ -219,7 +228,7 @@ impl Store {
         tenant_id: Uuid,
         secret: &str,
         grace: Duration,
-    ) -> sqlx::Result<()> {
+    ) -> StoreResult<()> {
         sqlx::query(
             "UPDATE tenants SET callback_previous_secret = callback_secret, callback_secret = $2,
                callback_previous_expires_at = now() + $3 * interval '1 millisecond'
@@ -235,7 +244,7 @@ impl Store {
 
     /// Stores events (of any tenants, in one transaction) and fans each out to the enabled
     /// endpoints of its tenant that subscribe to its type. Returns the deliveries made.
-    pub async fn publish_events(&self, events: &[NewEvent]) -> sqlx::Result<i32> {
+    pub async fn publish_events(&self, events: &[NewEvent]) -> StoreResult<i32> {
         let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
         let mut tx = self.pool.begin().await?;
         sqlx::query(
@@ -267,7 +276,7 @@ impl Store {
         Ok(made)
     }
 
-    /// An endpoint's deliveries, newest first; `None` when the tenant has no such endpoint.
+    /// The deliveries of one of the tenant's endpoints, newest first.
     pub async fn list_deliveries(
         &self,
         tenant_id: Uuid,
@@ -275,9 +284,9 @@ impl Store {
         status: Option<DeliveryStatus>,
         before: Option<Uuid>,
         limit: i64,
-    ) -> sqlx::Result<Option<Vec<Delivery>>> {
+    ) -> StoreResult<Result<Vec<Delivery>, NotFound>> {
         if self.get_endpoint(tenant_id, endpoint_id).await?.is_none() {
-            return Ok(None);
+            return Ok(Err(NotFound));
         }
         let sql = format!(
             "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN messages m ON m.id = d.message_id
@@ -294,14 +303,14 @@ impl Store {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        Ok(Some(rows))
+        Ok(Ok(rows))
     }
 
     pub async fn get_delivery(
         &self,
         tenant_id: Uuid,
         id: Uuid,
-    ) -> sqlx::Result<Option<(Delivery, Vec<DeliveryAttempt>)>> {
+    ) -> StoreResult<Option<(Delivery, Vec<DeliveryAttempt>)>> {
         let sql = format!(
             "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN messages m ON m.id = d.message_id
              WHERE d.tenant_id = $1 AND d.id = $2"
@@ -326,7 +335,7 @@ impl Store {
 
     /// Sends a finished delivery once more (same message, so the same `webhook-id`): one
     /// more attempt, due now.
-    pub async fn resend_delivery(&self, tenant_id: Uuid, id: Uuid) -> sqlx::Result<ResendOutcome> {
+    pub async fn resend_delivery(&self, tenant_id: Uuid, id: Uuid) -> StoreResult<ResendOutcome> {
         let mut tx = self.pool.begin().await?;
         let row: Option<(String, Option<bool>)> = sqlx::query_as(
             "SELECT d.status, e.enabled FROM deliveries d LEFT JOIN endpoints e ON e.id = d.endpoint_id
@@ -369,7 +378,7 @@ impl Store {
         tenant_id: Uuid,
         endpoint_id: Uuid,
         since: DateTime<Utc>,
-    ) -> sqlx::Result<RecoverOutcome> {
+    ) -> StoreResult<RecoverOutcome> {
         let Some(endpoint) = self.get_endpoint(tenant_id, endpoint_id).await? else {
             return Ok(RecoverOutcome::NotFound);
         };
@@ -402,7 +411,7 @@ impl Store {
 
 pub(super) async fn notify_deliveries(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-) -> sqlx::Result<()> {
+) -> StoreResult<()> {
     sqlx::query("SELECT pg_notify($1, '')")
         .bind(DELIVERIES_CHANNEL)
         .execute(&mut **tx)
@@ -416,7 +425,7 @@ pub(super) async fn fail_pending_of(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     endpoint_ids: &[Uuid],
     reason: &str,
-) -> sqlx::Result<u64> {
+) -> StoreResult<u64> {
     let done = sqlx::query(
         "UPDATE deliveries SET status = 'failed', last_error = $2, finished_at = now()
          WHERE endpoint_id = ANY ($1) AND status IN ('pending', 'parked')",

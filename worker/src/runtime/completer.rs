@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use backoff::backoff::Backoff;
 use conveyor_core::{
-    db,
     model::scrub_nul,
     outbox::reconnect_backoff,
     store::{Claim, Finish},
@@ -26,7 +25,7 @@ pub(super) enum Recorded {
 
 /// Records a batch of outcomes in one statement. If PostgreSQL refuses the batch (rather
 /// than being unreachable), each outcome is tried alone so that only the one it refuses
-/// fails.
+/// fails; only a refusal that would recur (`Rejected`) gives up on an outcome.
 pub(super) async fn record_batch(store: &Store, reqs: &[Finish]) -> anyhow::Result<Vec<Recorded>> {
     let mark = |applied: Vec<Claim>, f: &Finish| {
         if applied
@@ -40,14 +39,16 @@ pub(super) async fn record_batch(store: &Store, reqs: &[Finish]) -> anyhow::Resu
     };
     match store.finish_jobs(reqs).await {
         Ok(applied) => Ok(reqs.iter().map(|f| mark(applied.clone(), f)).collect()),
-        Err(e) if db::is_unreachable(&e) => Err(e.into()),
+        Err(e) if e.is_unavailable() => Err(e.into()),
         Err(e) => {
             tracing::warn!(error = %e, outcomes = reqs.len(), "PostgreSQL refused a batch of outcomes; recording one by one");
             let mut out = Vec::with_capacity(reqs.len());
             for f in reqs {
                 out.push(match store.finish_jobs(std::slice::from_ref(f)).await {
                     Ok(applied) => mark(applied, f),
-                    Err(e) if db::is_unreachable(&e) => return Err(e.into()),
+                    // An outage, or contention with other work: the same outcome may be
+                    // stored later, so it is tried again rather than called refused.
+                    Err(e) if e.is_retryable() => return Err(e.into()),
                     Err(e) => Recorded::Rejected(e.to_string()),
                 });
             }

@@ -204,7 +204,7 @@ pub(crate) async fn submit_job_batch(
             .check(&state.store, p.tenant_id, queue)
             .await?;
     }
-    let Some(outcomes) = state.store.insert_jobs(p.tenant_id, &jobs).await? else {
+    let Ok(outcomes) = state.store.insert_jobs(p.tenant_id, &jobs).await? else {
         return Err(idempotency_conflict());
     };
     let mut out = Vec::with_capacity(outcomes.len());
@@ -323,7 +323,7 @@ pub(crate) async fn list_job_attempts(
         .store
         .list_attempts(p.tenant_id, id)
         .await?
-        .ok_or_else(|| Problem::not_found("no such job"))?;
+        .map_err(|_| Problem::not_found("no such job"))?;
     Ok(Json(AttemptList { data }))
 }
 

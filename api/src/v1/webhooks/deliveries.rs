@@ -50,7 +50,7 @@ pub(crate) async fn list_endpoint_deliveries(
         .store
         .list_deliveries(p.tenant_id, id, q.status, paging.before, paging.fetch())
         .await?
-        .ok_or_else(no_endpoint)?;
+        .map_err(|_| no_endpoint())?;
     let (data, next_cursor) = paging.page(rows, false, |d| d.id);
     Ok(Json(DeliveryPage { data, next_cursor }))
 }

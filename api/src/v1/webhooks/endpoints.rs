@@ -190,11 +190,12 @@ pub(crate) async fn delete_endpoint(
     PathId(id): PathId,
 ) -> ApiResult<StatusCode> {
     let p = auth.require(Scope::WebhooksWrite)?;
-    if state.store.delete_endpoint(p.tenant_id, id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(no_endpoint())
-    }
+    state
+        .store
+        .delete_endpoint(p.tenant_id, id)
+        .await?
+        .map_err(|_| no_endpoint())?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A new signing secret; the old one keeps signing, beside it, for the grace period.
@@ -214,12 +215,10 @@ pub(crate) async fn rotate_endpoint_secret(
 ) -> ApiResult<Json<SigningSecret>> {
     let p = auth.require(Scope::WebhooksWrite)?;
     let secret = Secret::generate();
-    if !state
+    state
         .store
         .rotate_endpoint_secret(p.tenant_id, id, &secret, state.secret_rotation_grace)
         .await?
-    {
-        return Err(no_endpoint());
-    }
+        .map_err(|_| no_endpoint())?;
     Ok(Json(SigningSecret { secret }))
 }
