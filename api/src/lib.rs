@@ -8,11 +8,13 @@
 //! - `openapi`: the document, finished from the routes' own descriptions; `reference`: the
 //!   same document as a page to read, at `/docs`.
 //! - `console/`: the operators' web console, calling the same services as the routes.
-//! - `auth`, `limits`, `usage`, `listener`, `waiters`: keys, rate limits and backlogs, usage
-//!   counts, and what this process hears from the others.
+//! - `auth`, `limits`, `usage`, `listener`, `waiters`, `declared`: keys, rate limits and
+//!   backlogs, usage counts, what this process hears from the others, and tenants' declared
+//!   job types.
 
 mod auth;
 mod console;
+mod declared;
 pub mod http;
 mod limits;
 mod listener;
@@ -56,13 +58,17 @@ pub struct AppState {
     /// Single submissions, committed in groups (see `Store::insert_jobs_grouped`).
     inserts: Batcher<(Uuid, NewJob), Result<InsertOutcome, StoreError>>,
     /// Published events, committed in groups like job submissions.
-    events: Batcher<NewEvent, ()>,
+    events: Batcher<NewEvent, Result<(), StoreError>>,
     secret_rotation_grace: Duration,
+    /// Backoff between attempts, for remote workers' failures as for in-process ones.
+    retry: conveyor_core::retry::RetryPolicy,
     catalog: Arc<JobCatalog>,
     keys: Arc<KeyCache>,
     rate_limits: Arc<limits::RateLimits>,
     backlogs: Arc<limits::Backlogs>,
     waiters: Arc<Waiters>,
+    /// Tenants' declared job types, for submissions and leases.
+    declared: Arc<declared::DeclaredTypes>,
     usage: Arc<usage::UsageCounter>,
     max_body_bytes: usize,
     request_timeout: Duration,
@@ -117,8 +123,26 @@ impl AppState {
         let events = Batcher::spawn(256, move |events: Vec<NewEvent>| {
             let store = event_store.clone();
             async move {
-                store.publish_events(&events).await?;
-                Ok(vec![(); events.len()])
+                let mut tries = 0;
+                loop {
+                    match store.publish_events(&events).await {
+                        Ok(_) => return Ok(events.iter().map(|_| Ok(())).collect()),
+                        // Contention (a deadlock with an endpoint's deletion, say): the same
+                        // group alone would go through.
+                        Err(StoreError::Conflict(_)) if tries < 3 => tries += 1,
+                        Err(e) if e.is_unavailable() => return Err(e.into()),
+                        // Refused: one event failed the group. Alone, each fails only itself.
+                        Err(e) => {
+                            tracing::warn!(error = %e, events = events.len(), "a grouped publish failed; publishing one by one");
+                            let mut out = Vec::with_capacity(events.len());
+                            for event in events {
+                                let one = store.publish_events(std::slice::from_ref(&event)).await;
+                                out.push(one.map(|_| ()));
+                            }
+                            return Ok(out);
+                        }
+                    }
+                }
             }
         });
         let openapi = openapi::document(
@@ -135,6 +159,10 @@ impl AppState {
             inserts,
             events,
             secret_rotation_grace: cfg.secret_rotation_grace,
+            retry: conveyor_core::retry::RetryPolicy {
+                initial: cfg.retry_backoff_initial,
+                max: cfg.retry_backoff_max,
+            },
             catalog: Arc::new(catalog),
             keys: Arc::new(KeyCache::default()),
             rate_limits: Arc::new(limits::RateLimits::new(cfg.key_rate_limit)),
@@ -143,6 +171,7 @@ impl AppState {
                 cfg.queue_max_backlog_total,
             )),
             waiters: Arc::new(Waiters::new()),
+            declared: Arc::default(),
             usage: Arc::default(),
             max_body_bytes: cfg.max_body_bytes,
             request_timeout: cfg.request_timeout,
@@ -215,8 +244,11 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let listener_task = tokio::spawn(listener::run(
         state.store.clone(),
-        state.waiters.clone(),
-        state.keys.clone(),
+        listener::Listeners {
+            waiters: state.waiters.clone(),
+            keys: state.keys.clone(),
+            declared: state.declared.clone(),
+        },
         shutdown.clone(),
     ));
     let usage = state.usage.clone();

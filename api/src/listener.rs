@@ -1,30 +1,39 @@
 //! One LISTEN connection per API process for what other processes announce: jobs that
-//! finished (long-polls wake at once) and API keys made or revoked (caches follow within
-//! moments). While it is down, long-polls re-read their jobs on a timer and cached keys stand
+//! finished (long-polls wake at once), API keys made or revoked and job types declared
+//! (caches follow within moments), and remote jobs ready (waiting lease requests wake). While it is down, long-polls re-read their jobs on a timer and cached keys stand
 //! for a second only; every reconnection starts from a clean slate.
 
 use std::{sync::Arc, time::Duration};
 
-use conveyor_core::store::{StoreResult, JOB_FINISHED_CHANNEL, KEYS_CHANNEL};
+use conveyor_core::store::{
+    StoreResult, JOB_FINISHED_CHANNEL, JOB_TYPES_CHANNEL, KEYS_CHANNEL, REMOTE_READY_CHANNEL,
+};
 use conveyor_core::Store;
 use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::{auth::KeyCache, waiters::Waiters};
+use crate::{auth::KeyCache, declared::DeclaredTypes, waiters::Waiters};
 
 /// How often the live keys are read again in full (revoked and expired keys leave the set;
 /// made ones join it at once).
 const PREFIX_REFRESH: Duration = Duration::from_secs(300);
 
-pub async fn run(
-    store: Store,
-    waiters: Arc<Waiters>,
-    keys: Arc<KeyCache>,
-    stop: CancellationToken,
-) {
+/// What the notifications keep up to date.
+pub struct Listeners {
+    pub waiters: Arc<Waiters>,
+    pub keys: Arc<KeyCache>,
+    pub declared: Arc<DeclaredTypes>,
+}
+
+pub async fn run(store: Store, to: Listeners, stop: CancellationToken) {
+    let Listeners {
+        waiters,
+        keys,
+        declared,
+    } = &to;
     loop {
-        if let Err(e) = listen(&store, &waiters, &keys, &stop).await {
+        if let Err(e) = listen(&store, waiters, keys, declared, &stop).await {
             tracing::warn!(error = %e, "notification listener failed; reconnecting");
         }
         keys.listening(None);
@@ -39,12 +48,21 @@ async fn listen(
     store: &Store,
     waiters: &Waiters,
     keys: &KeyCache,
+    declared: &DeclaredTypes,
     stop: &CancellationToken,
 ) -> StoreResult<()> {
     let mut listener = PgListener::connect_with(store.pool()).await?;
     listener
-        .listen_all([JOB_FINISHED_CHANNEL, KEYS_CHANNEL])
+        .listen_all([
+            JOB_FINISHED_CHANNEL,
+            KEYS_CHANNEL,
+            JOB_TYPES_CHANNEL,
+            REMOTE_READY_CHANNEL,
+        ])
         .await?;
+    // What was announced before this connection listened is unknown: start afresh.
+    declared.forget_all();
+    waiters.remote_ready(Uuid::nil());
     loop {
         // Read after listening began, so no key made meanwhile is missed.
         keys.listening(Some(store.live_key_hashes().await?));
@@ -60,6 +78,8 @@ async fn listen(
                     None => {
                         tracing::warn!("notification listener lost its connection; listening again");
                         keys.listening(None);
+                        declared.forget_all();
+                        waiters.remote_ready(Uuid::nil());
                         break;
                     }
                 },
@@ -74,6 +94,19 @@ async fn listen(
                         .filter_map(|s| s.parse::<Uuid>().ok())
                     {
                         waiters.finished(id);
+                    }
+                }
+                JOB_TYPES_CHANNEL => match n.payload().parse::<Uuid>() {
+                    Ok(tenant) => declared.forget(tenant),
+                    Err(_) => declared.forget_all(),
+                },
+                REMOTE_READY_CHANNEL => {
+                    for tenant in n
+                        .payload()
+                        .split(',')
+                        .filter_map(|s| s.parse::<Uuid>().ok())
+                    {
+                        waiters.remote_ready(tenant);
                     }
                 }
                 _ => {

@@ -59,6 +59,7 @@ use crate::AppState;
         (name = "schedules", description = "Cron schedules"),
         (name = "webhooks", description = "Endpoints, events, deliveries and callback secrets"),
         (name = "usage", description = "Requests per key and day"),
+        (name = "workers", description = "Job types declared by a tenant, and the lease protocol of its remote workers"),
         (name = "health", description = "Liveness, readiness, metrics and this document"),
     ),
 )]

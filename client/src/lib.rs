@@ -34,6 +34,10 @@ use conveyor_types::{
         CreateEndpoint, CreatedEndpoint, Delivery, DeliveryDetail, Endpoint, ListDeliveries,
         PublishEvent, PublishedEvent, RecoverDeliveries, Recovered, SigningSecret, UpdateEndpoint,
     },
+    workers::{
+        CompleteJob, DeclareJobType, FailJob, Heartbeat, JobType, JobTypeList, LeaseExtended,
+        LeaseJobs, Leases, ReleaseJob, WorkerList,
+    },
     Problem,
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
@@ -384,6 +388,54 @@ impl Client {
 
     pub async fn get_usage(&self, query: &UsageQuery) -> Result<UsageReport> {
         self.get("/v1/usage", query).await
+    }
+
+    // Workers in any language: declared job types and the lease protocol.
+
+    pub async fn declare_job_type(&self, name: &str, body: &DeclareJobType) -> Result<JobType> {
+        let req = self
+            .request(Method::PUT, &format!("/v1/job-types/{}", segment(name)))
+            .json(body);
+        self.send(req).await
+    }
+
+    pub async fn list_job_types(&self) -> Result<JobTypeList> {
+        self.get("/v1/job-types", &()).await
+    }
+
+    pub async fn get_job_type(&self, name: &str) -> Result<JobType> {
+        self.get(&format!("/v1/job-types/{}", segment(name)), &())
+            .await
+    }
+
+    pub async fn delete_job_type(&self, name: &str) -> Result<()> {
+        self.no_content(Method::DELETE, &format!("/v1/job-types/{}", segment(name)))
+            .await
+    }
+
+    /// Held up to `wait_seconds` (at most 60) when no job is ready.
+    pub async fn lease_jobs(&self, body: &LeaseJobs) -> Result<Leases> {
+        self.post("/v1/workers/lease", body).await
+    }
+
+    pub async fn heartbeat_job(&self, id: Uuid, body: &Heartbeat) -> Result<LeaseExtended> {
+        self.post(&format!("/v1/jobs/{id}/heartbeat"), body).await
+    }
+
+    pub async fn complete_job(&self, id: Uuid, body: &CompleteJob) -> Result<Job> {
+        self.post(&format!("/v1/jobs/{id}/complete"), body).await
+    }
+
+    pub async fn fail_job(&self, id: Uuid, body: &FailJob) -> Result<Job> {
+        self.post(&format!("/v1/jobs/{id}/fail"), body).await
+    }
+
+    pub async fn release_job(&self, id: Uuid, body: &ReleaseJob) -> Result<Job> {
+        self.post(&format!("/v1/jobs/{id}/release"), body).await
+    }
+
+    pub async fn list_workers(&self) -> Result<WorkerList> {
+        self.get("/v1/workers", &()).await
     }
 
     async fn no_content(&self, method: Method, path: &str) -> Result<()> {

@@ -8,6 +8,7 @@ pub use conveyor_types::{
     jobs::{Attempt, AttemptOutcome, Job, JobStatus, JobTemplate},
     keys::Scope,
     schedules::{CatchUp, Overlap, Schedule},
+    workers::SagaContext,
 };
 
 /// A validated job submission: built only by the API's validation, so the store can trust it.

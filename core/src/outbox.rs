@@ -125,6 +125,9 @@ impl Relay {
         if rows.is_empty() {
             return Ok(Pass::default());
         }
+        // Remote jobs have no message: their workers lease them from PostgreSQL.
+        let rows: Vec<&store::OutboxRow> =
+            rows.iter().filter(|r| !r.wakes_remote_workers()).collect();
         let msgs: Vec<Outgoing> = rows
             .iter()
             .map(|r| Outgoing {
@@ -143,9 +146,10 @@ impl Relay {
             .map(|(r, _)| r.id)
             .collect();
         let held_back = rows.len() - ids.len();
+        let done = batch.rows.len() - held_back;
         batch.finish(&ids).await?;
         Ok(Pass {
-            published: ids.len(),
+            published: done,
             held_back,
         })
     }
@@ -154,7 +158,7 @@ impl Relay {
 /// What one relay pass did.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Pass {
-    /// Rows published, confirmed and deleted.
+    /// Rows published, confirmed and deleted (with those that woke remote workers).
     pub published: usize,
     /// Rows RabbitMQ did not take (their queue could not be declared, or it refused them):
     /// they stay for a later pass.

@@ -115,11 +115,24 @@ async fn an_operator_signs_in_sees_a_dead_job_replays_it_and_sees_it_succeed() {
     );
     b.screenshot(&shots, "04-job-replayed").await;
 
+    // A remote worker of a declared type, seen by its first lease.
+    app.api
+        .declare_job_type("render-pdf", &Default::default())
+        .await
+        .unwrap();
+    let (status, _) = app
+        .post(
+            "/v1/workers/lease",
+            &json!({"worker": "pdf-worker-7", "types": ["render-pdf"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
     for (path, name, marker) in [
         ("/ui/jobs", "05-jobs", "echo"),
         ("/ui/endpoints", "06-endpoints", "127.0.0.1:9/hooks"),
         ("/ui/schedules", "07-schedules", "nightly"),
         ("/ui/sagas", "08-sagas", "order"),
+        ("/ui/workers", "09-workers", "pdf-worker-7"),
     ] {
         b.goto(&format!("{}{path}", app.url)).await;
         let html = b.source().await;

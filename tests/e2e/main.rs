@@ -22,6 +22,7 @@ mod otlp;
 mod outage;
 mod python_client;
 mod receiver;
+mod remote_workers;
 mod retention;
 mod sagas;
 mod schedules;

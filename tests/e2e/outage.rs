@@ -365,7 +365,10 @@ async fn the_store_tells_contention_from_a_refusal() {
         sqlx::query(lock).bind(keys[1]).execute(&mut *a),
         sqlx::query(lock).bind(keys[0]).execute(&mut *b),
     );
-    let failed = ra.err().or(rb.err()).expect("one side of the deadlock fails");
+    let failed = ra
+        .err()
+        .or(rb.err())
+        .expect("one side of the deadlock fails");
     let failed = StoreError::from(failed);
     assert!(matches!(failed, StoreError::Conflict(_)), "{failed:?}");
     assert!(failed.is_retryable());

@@ -17,6 +17,9 @@ pub enum Scope {
     WebhooksWrite,
     #[serde(rename = "webhooks:read")]
     WebhooksRead,
+    /// Declares job types and runs them: leases, heartbeats, outcomes (remote workers).
+    #[serde(rename = "workers")]
+    Workers,
     #[serde(rename = "admin")]
     Admin,
     #[serde(rename = "operator")]
@@ -24,11 +27,12 @@ pub enum Scope {
 }
 
 impl Scope {
-    pub const ALL: [Scope; 6] = [
+    pub const ALL: [Scope; 7] = [
         Scope::JobsWrite,
         Scope::JobsRead,
         Scope::WebhooksWrite,
         Scope::WebhooksRead,
+        Scope::Workers,
         Scope::Admin,
         Scope::Operator,
     ];
@@ -39,6 +43,7 @@ impl Scope {
             Scope::JobsRead => "jobs:read",
             Scope::WebhooksWrite => "webhooks:write",
             Scope::WebhooksRead => "webhooks:read",
+            Scope::Workers => "workers",
             Scope::Admin => "admin",
             Scope::Operator => "operator",
         }

@@ -19,6 +19,7 @@ pub mod sagas;
 pub mod schedules;
 pub mod usage;
 pub mod webhooks;
+pub mod workers;
 
 pub mod refine;
 mod serde_helpers;

@@ -3,7 +3,6 @@
 use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc};
 
 use conveyor_core::catalog::{JobCatalog, PayloadCheck};
-use serde::Deserialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -33,18 +32,8 @@ pub struct JobContext {
     pub traceparent: Option<String>,
 }
 
-/// What a saga step's handler sees of its saga.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct SagaContext {
-    pub saga_id: Uuid,
-    /// The step's name.
-    pub step: String,
-    /// Whether this job undoes the step rather than does it.
-    pub compensating: bool,
-    /// The results of the steps before this one, by step name (for a compensation, also the
-    /// result of the step it undoes).
-    pub results: serde_json::Map<String, Value>,
-}
+/// What a saga step's handler sees of its saga: the same as a remote worker's lease carries.
+pub use conveyor_core::model::SagaContext;
 
 /// Why an attempt failed, and whether another attempt could help.
 #[derive(Debug, Clone)]

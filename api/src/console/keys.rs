@@ -20,11 +20,12 @@ use crate::{
 };
 
 /// What a tenant's key may be given (never `operator`).
-const SCOPES: [Scope; 5] = [
+const SCOPES: [Scope; 6] = [
     Scope::JobsWrite,
     Scope::JobsRead,
     Scope::WebhooksWrite,
     Scope::WebhooksRead,
+    Scope::Workers,
     Scope::Admin,
 ];
 

@@ -42,6 +42,7 @@ pub fn router() -> Router<AppState> {
         .route("/ui/deliveries/{id}", get(pages::delivery_page))
         .route("/ui/schedules", get(pages::schedules_page))
         .route("/ui/sagas", get(pages::sagas_page))
+        .route("/ui/workers", get(pages::workers_page))
         .route("/ui/sagas/{id}", get(pages::saga_page))
         .route("/ui/keys", get(keys::keys_page).post(keys::create))
         .route("/ui/keys/{id}/revoke", post(keys::revoke))
@@ -128,6 +129,7 @@ fn layout(title: &str, who: Option<(&Principal, &str)>, body: Markup) -> Markup 
                         a href="/ui/endpoints" { "Endpoints" }
                         a href="/ui/schedules" { "Schedules" }
                         a href="/ui/sagas" { "Sagas" }
+                        a href="/ui/workers" { "Workers" }
                         @if p.has(conveyor_core::Scope::Admin) { a href="/ui/keys" { "Keys" } }
                         form method="post" action="/ui/logout" { (csrf_field(csrf)) button id="logout" { "Sign out" } }
                     }

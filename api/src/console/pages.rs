@@ -473,6 +473,42 @@ pub async fn schedules_page(State(state): State<AppState>, op: Operator) -> UiRe
     page("Schedules", &op, None, body)
 }
 
+/// The tenant's declared job types and the remote workers seen in the last hour.
+pub async fn workers_page(State(state): State<AppState>, op: Operator) -> UiResult {
+    let p = op.require(Scope::JobsRead)?;
+    let types = state.store.declared_job_types(p.tenant_id).await?;
+    let since = Utc::now() - chrono::Duration::hours(1);
+    let workers = state.store.list_workers(p.tenant_id, since).await?;
+    let body = html! {
+        h1 { "Workers" }
+        p.muted { "Remote workers seen in the last hour, and the job types the tenant declared for them." }
+        table #workers {
+            tr { th { "worker" } th { "types" } th { "queues" } th { "jobs in hand" } th { "last seen" } }
+            @for w in &workers {
+                tr {
+                    td { code { (w.name) } } td { (w.types.join(", ")) }
+                    td { (w.queues.as_ref().map(|q| q.join(", ")).unwrap_or_else(|| "every queue".into())) }
+                    td { (w.jobs_in_hand) } td { (when(Some(w.last_seen_at))) }
+                }
+            }
+        }
+        h2 { "Declared job types" }
+        table #job-types {
+            tr { th { "type" } th { "queue" } th { "attempts" } th { "timeout" } th { "concurrency" } th { "payload schema" } }
+            @for t in &types {
+                tr {
+                    td { code { (t.name) } } td { (t.queue.clone().unwrap_or_default()) }
+                    td { (t.max_attempts.map(|n| n.to_string()).unwrap_or_default()) }
+                    td { (t.timeout_seconds.map(|n| format!("{n} s")).unwrap_or_default()) }
+                    td { (t.concurrency_limit.map(|n| n.to_string()).unwrap_or_default()) }
+                    td { @if let Some(s) = &t.payload_schema { pre { (pretty(&Value::Object(s.clone()))) } } }
+                }
+            }
+        }
+    };
+    page("Workers", &op, None, body)
+}
+
 pub async fn sagas_page(State(state): State<AppState>, op: Operator) -> UiResult {
     let p = op.require(Scope::JobsRead)?;
     let sagas = state.store.list_sagas(p.tenant_id, None, None, 100).await?;

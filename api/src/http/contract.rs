@@ -190,6 +190,38 @@ impl Checker {
     }
 }
 
+/// Every way `instance` breaks a schema of a tenant's own (a declared job type's payload
+/// schema), each naming its field under `under` (`payload.items[2].sku`).
+pub(crate) fn check_against(
+    validator: &Validator,
+    instance: &Value,
+    under: &str,
+) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    for e in validator.iter_errors(instance) {
+        describe(&e, &mut out);
+    }
+    for e in &mut out {
+        e.field = match e.field.as_str() {
+            "body" => under.to_owned(),
+            f if f.starts_with('[') => format!("{under}{f}"),
+            f => format!("{under}.{f}"),
+        };
+    }
+    out.dedup();
+    out
+}
+
+/// A tenant's JSON Schema, compiled; the error says why it is not one (for a 422 naming
+/// `payload_schema`). Draft 2020-12 unless the schema's `$schema` says otherwise; no remote
+/// `$ref` is fetched (the build has no HTTP resolver).
+pub(crate) fn compile_tenant_schema(schema: &Value) -> Result<Validator, String> {
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .build(schema)
+        .map_err(|e| e.to_string())
+}
+
 /// What a query parameter's text is read as: its schema's type, through a `$ref`.
 fn param_kind(schema: &Value, components: &Value) -> ParamKind {
     let mut s = schema;

@@ -89,19 +89,66 @@ impl<T: DeserializeOwned + ToSchema + 'static> FromRequest<AppState> for Typed<T
 
 fn parse_checked<T: DeserializeOwned + ToSchema + 'static>(
     state: &AppState,
-    value: Value,
+    mut value: Value,
 ) -> Result<T, Problem> {
     let errors = state.contract.body::<T>().check(&value);
     if !errors.is_empty() {
         return Err(Problem::validation(errors));
     }
     // The schema held, so this parse holds too; should it not, the field is still named.
-    serde_path_to_error::deserialize(value).map_err(|e| {
+    loop {
+        let e = match serde_path_to_error::deserialize(&value) {
+            Ok(parsed) => return Ok(parsed),
+            Err(e) => e,
+        };
+        // JSON Schema counts `5.0` as an integer, and serde does not: an integer field given
+        // so is read as the integer (only where an integer was wanted, so free JSON keeps its
+        // numbers as sent).
+        if as_integer_at(&mut value, e.path()) {
+            continue;
+        }
         let path = e.path().to_string();
         let field = if path == "." { "body".to_owned() } else { path };
         tracing::warn!(%field, "a body its schema allows did not parse");
-        Problem::validation(vec![FieldError::new(field, e.into_inner().to_string())])
-    })
+        return Err(Problem::validation(vec![FieldError::new(
+            field,
+            e.into_inner().to_string(),
+        )]));
+    }
+}
+
+/// Rewrites the number at `path` as an integer when it is a float with no fraction; whether
+/// it did.
+fn as_integer_at(value: &mut Value, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let mut at = value;
+    for segment in path.iter() {
+        at = match (segment, at) {
+            (Segment::Seq { index }, Value::Array(items)) => match items.get_mut(*index) {
+                Some(item) => item,
+                None => return false,
+            },
+            (Segment::Map { key }, Value::Object(map)) => match map.get_mut(key) {
+                Some(item) => item,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    let integral = match at {
+        Value::Number(n) if !n.is_i64() && !n.is_u64() => n
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+            .map(|f| f as i64),
+        _ => None,
+    };
+    match integral {
+        Some(i) => {
+            *at = Value::from(i);
+            true
+        }
+        None => false,
+    }
 }
 
 /// A typed body that may be left out: no body at all is `None`.

@@ -67,12 +67,15 @@ fn method_label(method: &axum::http::Method) -> &'static str {
 
 /// Answers 503 when a request takes longer than `timeout`: a stuck dependency or a client
 /// that sends its body too slowly must not hold a connection and a task forever. A long-poll
-/// (`?wait=N`) gets its N seconds on top, so it is never cut short.
+/// (`?wait=N`) gets its N seconds on top, so it is never cut short; a lease request the most
+/// its `wait_seconds` may be.
 pub async fn with_deadline(
     timeout: Duration,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    // A lease request's wait is in its body; the handler holds it to that, at most 60 s.
+    let lease_wait = req.uri().path() == "/v1/workers/lease";
     let wait = req
         .uri()
         .query()
@@ -83,6 +86,11 @@ pub async fn with_deadline(
         })
         .unwrap_or(0)
         .min(u64::from(conveyor_types::jobs::MAX_WAIT_SECONDS));
+    let wait = if lease_wait {
+        u64::from(conveyor_types::jobs::MAX_WAIT_SECONDS)
+    } else {
+        wait
+    };
     let limit = timeout + Duration::from_secs(wait);
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(resp) => resp,

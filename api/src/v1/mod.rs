@@ -9,6 +9,7 @@ pub mod sagas;
 pub mod schedules;
 pub mod usage;
 pub mod webhooks;
+pub mod workers;
 
 use utoipa_axum::router::OpenApiRouter;
 
@@ -25,4 +26,5 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(webhooks::routes())
         .merge(keys::routes())
         .merge(usage::routes())
+        .merge(workers::routes())
 }

@@ -28,7 +28,7 @@ use crate::{
         paging::Paging,
         problem::{ApiResult, FieldError, Problem},
     },
-    v1::jobs::{canonical_json, request_trace_or_new, rules},
+    v1::jobs::{canonical_json, request_trace_or_new, rules, JobRules},
     AppState,
 };
 
@@ -40,11 +40,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 /// A saga as stored: step names that differ, each step's jobs fit for this deployment.
 async fn new_saga(
-    state: &AppState,
+    rules: &JobRules<'_>,
     body: SubmitSaga,
     header_key: Option<&str>,
 ) -> Result<NewSaga, Vec<FieldError>> {
-    let rules = rules(state);
     let mut errs = Vec::new();
     // Keys sorted, as when bodies were hashed as received (see `canonical_json`).
     let request_hash = Sha256::digest(canonical_json(&body)).to_vec();
@@ -131,7 +130,8 @@ pub(crate) async fn submit_saga(
             "must be 1 to 255 characters",
         )]));
     }
-    let mut saga = new_saga(&state, body, header_key)
+    let rules = rules(&state, p.tenant_id).await?;
+    let mut saga = new_saga(&rules, body, header_key)
         .await
         .map_err(Problem::validation)?;
     // Like a job's: the request's trace, or one of its own, so it can be followed.

@@ -75,7 +75,10 @@ pub(crate) async fn create_schedule(
 ) -> ApiResult<Response> {
     let p = auth.require(Scope::JobsWrite)?;
     let mut errs = Vec::new();
-    let job = rules(&state).template(&body.job, "job", &mut errs).await;
+    let job = rules(&state, p.tenant_id)
+        .await?
+        .template(&body.job, "job", &mut errs)
+        .await;
     let mut spec = ScheduleSpec {
         name: body.name,
         cron: body.cron,
@@ -183,7 +186,12 @@ pub(crate) async fn update_schedule(
         .ok_or_else(no_schedule)?;
     let mut errs = Vec::new();
     let job = match &body.job {
-        Some(spec) => rules(&state).template(spec, "job", &mut errs).await,
+        Some(spec) => {
+            rules(&state, p.tenant_id)
+                .await?
+                .template(spec, "job", &mut errs)
+                .await
+        }
         None => Some(current.job),
     };
     // The next tick is worked out afresh from now: a schedule enabled again does not catch

@@ -1,14 +1,13 @@
 //! The dispatcher's side of deliveries: claim due ones within each endpoint's limits, record
 //! outcomes with the endpoint's health, and take back deliveries whose dispatcher was lost.
 
-use super::StoreResult;
 use std::{collections::HashMap, time::Duration};
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{millis, webhooks::fail_pending_of, Store};
+use super::{millis, webhooks::fail_pending_of, Store, StoreResult};
 use crate::webhook::OPERATIONAL_EVENT_TYPES;
 
 /// Claims are serialised across dispatchers under this transaction lock, so each claim sees

@@ -1,4 +1,3 @@
-use super::{IdempotencyConflict, NotFound, StoreResult};
 use std::{collections::HashMap, time::Duration};
 
 use chrono::{DateTime, Utc};
@@ -6,7 +5,7 @@ use serde_json::Value;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{millis, Store, JOB_FINISHED_CHANNEL};
+use super::{millis, IdempotencyConflict, NotFound, Store, StoreResult, JOB_FINISHED_CHANNEL};
 use crate::model::{json_len, Attempt, AttemptOutcome, Job, JobStatus, NewJob};
 
 pub(super) const JOB_COLUMNS: &str =
@@ -188,6 +187,38 @@ pub struct ClaimedJob {
     /// For a saga step's job: `{saga_id, step, compensating, results}` (the results of the
     /// steps before it), as `conveyor_saga_context` builds it.
     pub saga: Option<Value>,
+    pub lease_expires_at: DateTime<Utc>,
+}
+
+/// A claimed job as `conveyor_claim_jobs` (and `conveyor_lease_jobs`) answer it.
+#[derive(sqlx::FromRow)]
+pub(super) struct ClaimedRow {
+    #[sqlx(flatten)]
+    job: JobRow,
+    lease_token: Uuid,
+    tenant_id: Uuid,
+    saga: Option<Value>,
+    lease_expires_at: DateTime<Utc>,
+}
+
+/// The columns of a `ClaimedRow`, from a set of `jobs` rows.
+pub(super) fn claimed_columns() -> String {
+    format!(
+        "{JOB_COLUMNS}, lease_token, tenant_id, lease_expires_at,
+           CASE WHEN saga_id IS NOT NULL THEN conveyor_saga_context(id, saga_id) END AS saga"
+    )
+}
+
+impl From<ClaimedRow> for ClaimedJob {
+    fn from(r: ClaimedRow) -> Self {
+        ClaimedJob {
+            job: r.job.into(),
+            token: r.lease_token,
+            tenant_id: r.tenant_id,
+            saga: r.saga,
+            lease_expires_at: r.lease_expires_at,
+        }
+    }
 }
 
 /// The outcome of one attempt, as the worker decided it.
@@ -203,6 +234,53 @@ pub struct Finish {
     pub retry_in: Duration,
     /// The attempt's outcome: `succeeded`, `failed` or `timed_out`.
     pub outcome: AttemptOutcome,
+}
+
+impl Finish {
+    /// A successful attempt.
+    pub fn success(job_id: Uuid, token: Uuid, result: Option<Value>) -> Self {
+        Finish {
+            job_id,
+            token,
+            status: JobStatus::Succeeded,
+            result,
+            error: None,
+            retry_in: Duration::ZERO,
+            outcome: AttemptOutcome::Succeeded,
+        }
+    }
+
+    /// A failed attempt of `job` (as claimed, its `attempts` counting this one): another try
+    /// after the policy's backoff, or dead when the failure is permanent or the job has no
+    /// attempts left. The same rule for in-process and remote workers.
+    pub fn failure(
+        job: &Job,
+        token: Uuid,
+        error: String,
+        retryable: bool,
+        outcome: AttemptOutcome,
+        policy: &crate::retry::RetryPolicy,
+    ) -> Self {
+        let exhausted = job.attempts >= job.max_attempts;
+        let status = if !retryable || exhausted {
+            JobStatus::Dead
+        } else {
+            JobStatus::Retrying
+        };
+        Finish {
+            job_id: job.id,
+            token,
+            status,
+            result: None,
+            error: Some(error),
+            retry_in: if status == JobStatus::Retrying {
+                policy.delay_after(u32::try_from(job.attempts).unwrap_or(1))
+            } else {
+                Duration::ZERO
+            },
+            outcome,
+        }
+    }
 }
 
 /// Raises the events and callbacks of jobs that just became terminal, and moves the sagas
@@ -387,19 +465,10 @@ impl Store {
         let ids: Vec<Uuid> = claims.iter().map(|c| c.job_id).collect();
         let tokens: Vec<Uuid> = claims.iter().map(|c| c.token).collect();
         let sql = format!(
-            "SELECT {JOB_COLUMNS}, lease_token, tenant_id,
-               CASE WHEN saga_id IS NOT NULL THEN conveyor_saga_context(id, saga_id) END AS saga
-             FROM conveyor_claim_jobs($1, $2, $3, $4, $5)"
+            "SELECT {} FROM conveyor_claim_jobs($1, $2, $3, $4, $5)",
+            claimed_columns()
         );
-        #[derive(sqlx::FromRow)]
-        struct Row {
-            #[sqlx(flatten)]
-            job: JobRow,
-            lease_token: Uuid,
-            tenant_id: Uuid,
-            saga: Option<Value>,
-        }
-        let rows: Vec<Row> = sqlx::query_as(&sql)
+        let rows: Vec<ClaimedRow> = sqlx::query_as(&sql)
             .bind(&ids)
             .bind(&tokens)
             .bind(worker_id)
@@ -407,20 +476,21 @@ impl Store {
             .bind(super::operators::PAUSE_LOCK_CLASS)
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| ClaimedJob {
-                job: r.job.into(),
-                token: r.lease_token,
-                tenant_id: r.tenant_id,
-                saga: r.saga,
-            })
-            .collect())
+        Ok(rows.into_iter().map(ClaimedJob::from).collect())
     }
 
     /// Records the outcomes of attempts. Each applies only while the job is still `running`
     /// under the same token; the (job, token) pairs of those that applied are returned.
     pub async fn finish_jobs(&self, finishes: &[Finish]) -> StoreResult<Vec<Claim>> {
+        self.finish_jobs_of(None, finishes).await
+    }
+
+    /// `finish_jobs`, applying only to jobs of `tenant_id` when given (a remote worker's).
+    pub async fn finish_jobs_of(
+        &self,
+        tenant_id: Option<Uuid>,
+        finishes: &[Finish],
+    ) -> StoreResult<Vec<Claim>> {
         let ids: Vec<Uuid> = finishes.iter().map(|f| f.job_id).collect();
         let tokens: Vec<Uuid> = finishes.iter().map(|f| f.token).collect();
         let statuses: Vec<&str> = finishes.iter().map(|f| f.status.as_str()).collect();
@@ -440,6 +510,7 @@ impl Store {
                                THEN now() + f.delay_ms * interval '1 millisecond' ELSE j.run_at END,
                  lease_token = NULL, lease_expires_at = NULL
                FROM f WHERE j.id = f.id AND j.status = 'running' AND j.lease_token = f.token
+                 AND ($8::uuid IS NULL OR j.tenant_id = $8)
                RETURNING j.id, j.attempts, j.status, j.queue, f.token),
              att AS (
                UPDATE job_attempts a SET finished_at = now(), outcome = f.outcome, error = f.error
@@ -457,6 +528,7 @@ impl Store {
         .bind(&errors)
         .bind(&delays)
         .bind(&outcomes)
+        .bind(tenant_id)
         .fetch_all(&mut *tx)
         .await?;
         let terminal: Vec<Uuid> = rows
@@ -476,17 +548,35 @@ impl Store {
     /// Extends the leases of running jobs; returns the ids this worker still owns. A job
     /// missing from the answer was cancelled or rescued: its worker must stop running it.
     pub async fn heartbeat(&self, claims: &[Claim], lease: Duration) -> StoreResult<Vec<Uuid>> {
+        Ok(self
+            .heartbeat_of(None, claims, lease)
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    /// `heartbeat`, for jobs of `tenant_id` only when given (a remote worker's); with the new
+    /// expiry of each lease extended.
+    pub async fn heartbeat_of(
+        &self,
+        tenant_id: Option<Uuid>,
+        claims: &[Claim],
+        lease: Duration,
+    ) -> StoreResult<Vec<(Uuid, DateTime<Utc>)>> {
         let ids: Vec<Uuid> = claims.iter().map(|c| c.job_id).collect();
         let tokens: Vec<Uuid> = claims.iter().map(|c| c.token).collect();
-        sqlx::query_scalar(
+        sqlx::query_as(
             "UPDATE jobs j SET lease_expires_at = now() + $3 * interval '1 millisecond'
              FROM unnest($1::uuid[], $2::uuid[]) AS h(id, token)
              WHERE j.id = h.id AND j.status = 'running' AND j.lease_token = h.token
-             RETURNING j.id",
+               AND ($4::uuid IS NULL OR j.tenant_id = $4)
+             RETURNING j.id, j.lease_expires_at",
         )
         .bind(&ids)
         .bind(&tokens)
         .bind(millis(lease))
+        .bind(tenant_id)
         .fetch_all(&self.pool)
         .await
         .map_err(Into::into)
@@ -515,7 +605,7 @@ impl Store {
     pub async fn republish_stale(&self, stale_after: Duration, limit: i64) -> StoreResult<u64> {
         let done = sqlx::query(
             "WITH stale AS (
-               SELECT id FROM jobs WHERE status = 'queued' AND held_at IS NULL
+               SELECT id FROM jobs WHERE status = 'queued' AND held_at IS NULL AND NOT remote
                  AND enqueued_at < now() - $1 * interval '1 millisecond'
                ORDER BY enqueued_at LIMIT $2 FOR UPDATE SKIP LOCKED),
              t AS (
@@ -552,12 +642,18 @@ impl Store {
     /// again at once instead of waiting for their leases to expire. A hand-back never makes a
     /// job `dead`, even on its last attempt: it was not the job's fault.
     pub async fn release(&self, claims: &[Claim]) -> StoreResult<u64> {
+        self.release_of(None, claims).await
+    }
+
+    /// `release`, for jobs of `tenant_id` only when given (a remote worker's).
+    pub async fn release_of(&self, tenant_id: Option<Uuid>, claims: &[Claim]) -> StoreResult<u64> {
         let ids: Vec<Uuid> = claims.iter().map(|c| c.job_id).collect();
         let tokens: Vec<Uuid> = claims.iter().map(|c| c.token).collect();
         let sql = requeue_sql(
             "SELECT j.id FROM jobs j JOIN unnest($1::uuid[], $2::uuid[]) AS r(id, token)
                ON j.id = r.id AND j.lease_token = r.token
-             WHERE j.status = 'running' FOR UPDATE OF j",
+             WHERE j.status = 'running' AND ($4::uuid IS NULL OR j.tenant_id = $4)
+             FOR UPDATE OF j",
             "$3",
             false,
         );
@@ -566,6 +662,7 @@ impl Store {
             .bind(&ids)
             .bind(&tokens)
             .bind("the worker shut down before the job finished")
+            .bind(tenant_id)
             .fetch_all(&mut *tx)
             .await?;
         commit_requeued(tx, rows).await
@@ -661,14 +758,16 @@ pub(super) async fn insert_on(
         "WITH j AS (
            INSERT INTO jobs (id, tenant_id, type, queue, status, priority, payload, max_attempts,
              timeout_seconds, run_at, callback_url, metadata, idempotency_key, request_hash,
-             traceparent)
+             traceparent, remote)
            SELECT id, tenant_id, type, queue,
              CASE WHEN run_at > now() THEN 'scheduled' ELSE 'queued' END,
              priority, payload, max_attempts, timeout_seconds, COALESCE(run_at, now()),
              callback_url, metadata, idempotency_key, request_hash,
              -- A job that came without a trace starts one (version 00, sampled).
              COALESCE(traceparent, '00-' || replace(gen_random_uuid()::text, '-', '') || '-'
-                                   || left(replace(gen_random_uuid()::text, '-', ''), 16) || '-01')
+                                   || left(replace(gen_random_uuid()::text, '-', ''), 16) || '-01'),
+             -- A type the tenant declared runs on its remote workers.
+             EXISTS (SELECT 1 FROM job_types jt WHERE jt.tenant_id = t.tenant_id AND jt.name = t.type)
            FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int2[], $6::jsonb[],
                        $7::int4[], $8::int4[], $9::timestamptz[], $10::text[], $11::jsonb[],
                        $12::text[], $13::bytea[], $14::text[])

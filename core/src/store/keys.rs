@@ -1,9 +1,8 @@
-use super::StoreResult;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::Store;
+use super::{Store, StoreResult};
 use crate::model::{Principal, Scope, OPERATORS_TENANT};
 
 const KEY_PREFIX: &str = "cvy_";

@@ -3,10 +3,12 @@
 
 mod deliveries;
 mod error;
+mod job_types;
 mod jobs;
 mod keys;
 mod operators;
 mod relay;
+mod remote;
 mod retention;
 mod sagas;
 mod schedules;
@@ -17,6 +19,7 @@ mod webhooks;
 
 pub use deliveries::{ClaimLimits, ClaimedDelivery, DeliveryOutcome, HealthRules, NextStep};
 pub use error::{IdempotencyConflict, NotFound, StoreError, StoreResult};
+pub use job_types::{Declared, TypeInUse};
 pub use jobs::{
     CancelOutcome, Claim, ClaimedJob, Detail, Finish, InsertOutcome, JobFilter, JobPage,
 };
@@ -26,6 +29,7 @@ pub use keys::{
 };
 pub use operators::{AuditEntry, DeadFilter, QueueStats, Replay, Tenants, PAUSE_LOCK_CLASS};
 pub use relay::{take_outbox_batch, try_session_lock, OutboxBatch, OutboxRow};
+pub use remote::{LeaseAsk, TYPE_LIMIT_LOCK_CLASS};
 pub use retention::Purged;
 pub use sagas::{NewSaga, NewSagaStep, SagaOutcome};
 pub use schedules::{FirePass, NameTaken, ScheduleUpdate};
@@ -45,6 +49,14 @@ const MAINTENANCE_LOCK: i64 = 0x636f_6e76_6d61_696e; // "convmain"
 
 /// The channel on which finished job ids are announced (comma-separated), for long-polls.
 pub const JOB_FINISHED_CHANNEL: &str = "conveyor_job_finished";
+
+/// The channel on which tenants whose remote jobs just became ready are announced
+/// (comma-separated ids), to wake their workers' lease requests.
+pub const REMOTE_READY_CHANNEL: &str = "conveyor_remote_ready";
+
+/// The channel on which tenants whose declared job types changed are announced, so every
+/// API process reads them again.
+pub const JOB_TYPES_CHANNEL: &str = "conveyor_job_types";
 
 /// The channel that wakes dispatchers when deliveries are due now (the migration's SQL
 /// functions use the same name).

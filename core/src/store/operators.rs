@@ -1,14 +1,13 @@
 //! Operators' tools: dead letters and their replay (each replay audited), queue statistics,
 //! queue pause.
 
-use super::StoreResult;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::{
     jobs::{read_page, Detail, JobPage, JobRow, JOB_COLUMNS},
-    Store,
+    Store, StoreResult,
 };
 use crate::model::Job;
 

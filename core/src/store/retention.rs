@@ -4,13 +4,12 @@
 //! purge never holds many locks nor one long transaction; `SKIP LOCKED` keeps concurrent
 //! purgers (several schedulers) off each other's rows.
 
-use super::StoreResult;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::Store;
+use super::{Store, StoreResult};
 
 /// Rows removed by one purge pass, per table.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

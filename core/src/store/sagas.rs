@@ -1,13 +1,12 @@
 //! Sagas: creation, reads. Their progress is SQL (`conveyor_sagas_advance` in the
 //! migrations), run inside the transaction that ends each step's job.
 
-use super::StoreResult;
 use conveyor_types::sagas::{Saga, SagaStatus};
 use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::Store;
+use super::{Store, StoreResult};
 use crate::model::JobTemplate;
 
 /// A validated saga submission.

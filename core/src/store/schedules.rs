@@ -1,12 +1,11 @@
 //! Cron schedules: the API's reads and writes, and the leader's firing of due ticks.
 
-use super::{NotFound, StoreResult};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{jobs::insert_on, InsertOutcome, Store};
+use super::{jobs::insert_on, InsertOutcome, NotFound, Store, StoreResult};
 use crate::model::{Job, JobStatus, JobTemplate, NewJob, Schedule, ScheduleSpec};
 
 const SCHEDULE_COLUMNS: &str = "id, name, cron, timezone, job, enabled, overlap, catch_up, \

@@ -3,10 +3,9 @@
 //! deployment key rotation completes by restarting with the new key (and the old one as
 //! previous), and a database from before sealing is sealed on its first start.
 
-use super::StoreResult;
 use uuid::Uuid;
 
-use super::Store;
+use super::{Store, StoreResult};
 
 /// Values sealed again in one pass, per table, at most.
 const BATCH: i64 = 500;

@@ -2,13 +2,12 @@
 //! so the cookie never holds the key, signing out ends the session, and revoking the key ends
 //! every session it has.
 
-use super::StoreResult;
 use std::time::Duration;
 
 use crate::token::random_hex;
 use uuid::Uuid;
 
-use super::{hash_key, keys::KeyRow, millis, Store};
+use super::{hash_key, keys::KeyRow, millis, Store, StoreResult};
 use crate::model::Principal;
 
 /// A session just opened: its id (for the cookie, shown this once) and its CSRF token.

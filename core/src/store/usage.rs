@@ -1,10 +1,9 @@
 //! API usage: requests per key, UTC day and route class.
 
-use super::StoreResult;
 use chrono::NaiveDate;
 use uuid::Uuid;
 
-use super::Store;
+use super::{Store, StoreResult};
 
 /// Requests one key made to one route class on one day.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

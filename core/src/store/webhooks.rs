@@ -1,13 +1,12 @@
 //! Endpoints, their secrets, published events, and the deliveries the API shows and resends.
 //! Every query filters on the tenant.
 
-use super::{one_row, NotFound, StoreResult};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{millis, Store, DELIVERIES_CHANNEL};
+use super::{millis, one_row, NotFound, Store, StoreResult, DELIVERIES_CHANNEL};
 use crate::webhook::{
     Delivery, DeliveryAttempt, DeliveryStatus, Endpoint, EndpointPatch, NewEndpoint,
 };

@@ -9,7 +9,6 @@ use conveyor_core::{
     store::{ClaimedJob, Finish},
     trace, AttemptOutcome, JobStatus,
 };
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -129,29 +128,18 @@ impl Inner {
 
     /// The outcome of a failed attempt: another try after a backoff, or dead.
     fn failed(&self, claimed: &ClaimedJob, e: JobError, outcome: AttemptOutcome) -> Finish {
-        let job = &claimed.job;
-        let exhausted = job.attempts >= job.max_attempts;
-        let status = if !e.retryable || exhausted {
-            JobStatus::Dead
-        } else {
-            JobStatus::Retrying
-        };
-        tracing::info!(error = %e.message, retryable = e.retryable, %status, "attempt failed");
-        Finish {
-            job_id: job.id,
-            token: claimed.token,
-            status,
-            result: None::<Value>,
-            error: Some(e.message),
-            retry_in: if status == JobStatus::Retrying {
-                self.cfg
-                    .retry
-                    .delay_after(u32::try_from(job.attempts).unwrap_or(1))
-            } else {
-                Duration::ZERO
-            },
+        let retryable = e.retryable;
+        let finish = Finish::failure(
+            &claimed.job,
+            claimed.token,
+            e.message,
+            retryable,
             outcome,
-        }
+            &self.cfg.retry,
+        );
+        let error = finish.error.as_deref().unwrap_or_default();
+        tracing::info!(%error, retryable, status = %finish.status, "attempt failed");
+        finish
     }
 }
 

@@ -1,6 +1,6 @@
 //! `/v1/jobs`: submit (one, or a batch), read (with a long-poll), list, attempts, cancel.
 
-mod submission;
+pub(crate) mod submission;
 
 use std::time::Duration;
 
@@ -48,12 +48,14 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(cancel_job))
 }
 
-pub(crate) fn rules(state: &AppState) -> JobRules<'_> {
-    JobRules {
+/// The rules a tenant's jobs must follow: the deployment's, and the tenant's declared types.
+pub(crate) async fn rules(state: &AppState, tenant_id: uuid::Uuid) -> ApiResult<JobRules<'_>> {
+    Ok(JobRules {
         catalog: &state.catalog,
+        declared: state.declared.of(&state.store, tenant_id).await?,
         allow_private_targets: state.allow_private_targets,
         queues: &state.queues,
-    }
+    })
 }
 
 /// A job with its `Location`.
@@ -90,7 +92,8 @@ pub(crate) async fn submit_job(
 ) -> ApiResult<Response> {
     let p = auth.require(Scope::JobsWrite)?;
     let header_key = idempotency_header(&headers)?;
-    let mut job = rules(&state)
+    let mut job = rules(&state, p.tenant_id)
+        .await?
         .new_job(body, header_key, "")
         .await
         .map_err(Problem::validation)?;
@@ -178,7 +181,7 @@ pub(crate) async fn submit_job_batch(
             "a batch takes idempotency_key on each job, not the header",
         )]));
     }
-    let rules = rules(&state);
+    let rules = rules(&state, p.tenant_id).await?;
     let mut jobs: Vec<NewJob> = Vec::with_capacity(body.jobs.len());
     let mut errors = Vec::new();
     for (i, item) in body.jobs.into_iter().enumerate() {

@@ -1,5 +1,6 @@
-//! What a job submission must be beyond its schema: a job type this deployment runs, one of
-//! its queues, a payload that type takes, a callback URL that resolves to a public address.
+//! What a job submission must be beyond its schema: a job type this deployment runs or the
+//! tenant declared, one of its queues, a payload that type takes, a callback URL that resolves
+//! to a public address.
 //! Checked here, after the schema (see `http::contract`), every bad field named at once.
 
 use chrono::{Duration as ChronoDuration, Utc};
@@ -10,13 +11,18 @@ use conveyor_core::{
 use conveyor_types::{jobs::JobSpec, FieldError, SubmitJob};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+use crate::declared::{DeclaredType, TenantTypes};
 
 pub const DEFAULT_MAX_ATTEMPTS: i32 = 5;
 pub const DEFAULT_TIMEOUT_SECONDS: i32 = 300;
 
-/// The deployment a job must fit.
+/// The deployment (and the tenant's declared types) a job must fit.
 pub struct JobRules<'a> {
     pub catalog: &'a JobCatalog,
+    /// The submitting tenant's declared types, run by its remote workers.
+    pub declared: Arc<TenantTypes>,
     pub allow_private_targets: bool,
     /// The deployment's queues; the first is the default.
     pub queues: &'a [String],
@@ -34,7 +40,23 @@ impl JobRules<'_> {
         let mut errs = Vec::new();
         let f = |name: &str| format!("{prefix}{name}");
         self.check_type_and_payload(&s.job_type, s.payload.as_ref(), prefix, &mut errs);
-        let queue = self.queue(s.queue.as_deref(), &f("queue"), &mut errs);
+        // What the submission leaves out, its declared type may say.
+        let declared = self.declared_type(&s.job_type).map(|d| &d.spec);
+        let queue = self.queue(
+            s.queue
+                .as_deref()
+                .or(declared.and_then(|d| d.queue.as_deref())),
+            &f("queue"),
+            &mut errs,
+        );
+        let max_attempts = s
+            .max_attempts
+            .or(declared.and_then(|d| d.max_attempts))
+            .unwrap_or(DEFAULT_MAX_ATTEMPTS);
+        let timeout_seconds = s
+            .timeout_seconds
+            .or(declared.and_then(|d| d.timeout_seconds))
+            .unwrap_or(DEFAULT_TIMEOUT_SECONDS);
         let callback_url = self
             .callback_url(s.callback_url.as_deref(), &f("callback_url"), &mut errs)
             .await;
@@ -87,8 +109,8 @@ impl JobRules<'_> {
             priority: s.priority.unwrap_or(0),
             payload: s.payload.unwrap_or_else(|| Value::Object(Map::new())),
             run_at,
-            max_attempts: s.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
-            timeout_seconds: s.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS),
+            max_attempts,
+            timeout_seconds,
             callback_url,
             metadata: Value::Object(s.metadata.unwrap_or_default()),
             idempotency_key,
@@ -121,6 +143,9 @@ impl JobRules<'_> {
         if let Some(path) = find_nul(payload, field) {
             return vec![nul_error(path)];
         }
+        if let Some(declared) = self.declared_type(job_type) {
+            return declared.check_payload(payload, field);
+        }
         if !self.catalog.contains(job_type) {
             return vec![FieldError::new(
                 "type",
@@ -132,6 +157,14 @@ impl JobRules<'_> {
             .into_iter()
             .map(|(f, m)| FieldError::new(f.replacen("payload", field, 1), m))
             .collect()
+    }
+
+    /// The tenant's declaration of `job_type`, when it is not a built-in type.
+    pub fn declared_type(&self, job_type: &str) -> Option<&DeclaredType> {
+        if self.catalog.contains(job_type) {
+            return None;
+        }
+        self.declared.get(job_type)
     }
 
     fn context(&self) -> CheckContext {
@@ -151,12 +184,20 @@ impl JobRules<'_> {
         if let Some(path) = payload.and_then(|p| find_nul(p, &payload_field)) {
             errs.push(nul_error(path));
         }
+        if let Some(declared) = self.declared_type(job_type) {
+            let empty = Value::Object(Map::new());
+            errs.extend(declared.check_payload(payload.unwrap_or(&empty), &payload_field));
+            return;
+        }
         if !self.catalog.contains(job_type) {
+            let mut known: Vec<&str> = self.catalog.names();
+            known.extend(self.declared.names());
+            known.sort_unstable();
             errs.push(FieldError::new(
                 format!("{prefix}type"),
                 format!(
                     "unknown job type {job_type:?}; known types: {}",
-                    self.catalog.names().join(", ")
+                    known.join(", ")
                 ),
             ));
             return;
@@ -205,13 +246,13 @@ impl JobRules<'_> {
     }
 }
 
-fn nul_error(path: String) -> FieldError {
+pub(crate) fn nul_error(path: String) -> FieldError {
     FieldError::new(path, "must not contain the NUL character (\\u0000)")
 }
 
 /// The path of the first string (or object key) holding U+0000, if any: PostgreSQL cannot
 /// store it, and free JSON is the one place the schema cannot keep it out.
-fn find_nul(v: &Value, path: &str) -> Option<String> {
+pub(crate) fn find_nul(v: &Value, path: &str) -> Option<String> {
     match v {
         Value::String(s) if s.contains('\0') => Some(path.to_owned()),
         Value::Array(items) => items
@@ -279,6 +320,7 @@ mod tests {
         let (c, queues) = (catalog(), ["default".to_owned()]);
         let rules = JobRules {
             catalog: &c,
+            declared: Arc::default(),
             allow_private_targets: false,
             queues: &queues,
         };
@@ -318,6 +360,7 @@ mod tests {
         let (c, queues) = (catalog(), ["default".to_owned()]);
         let rules = JobRules {
             catalog: &c,
+            declared: Arc::default(),
             allow_private_targets: false,
             queues: &queues,
         };
@@ -345,6 +388,7 @@ mod tests {
         let (c, queues) = (catalog(), ["default".to_owned()]);
         let rules = JobRules {
             catalog: &c,
+            declared: Arc::default(),
             allow_private_targets: false,
             queues: &queues,
         };

@@ -76,7 +76,10 @@ pub(crate) async fn replay_job_as(
         .await?
         .ok_or_else(|| Problem::not_found("no such job"))?;
     if let Some(payload) = &payload {
-        let errs = rules(state).check_payload(&job.job_type, payload, "payload");
+        let errs =
+            rules(state, p.tenant_id)
+                .await?
+                .check_payload(&job.job_type, payload, "payload");
         if !errs.is_empty() {
             return Err(Problem::validation(errs));
         }
@@ -213,7 +216,7 @@ pub(crate) async fn replay_dead_letters_as(
     };
     let dry_run = req.dry_run.unwrap_or(false);
     let patch = req.payload_patch;
-    let rules = rules(state);
+    let rules = rules(state, p.tenant_id).await?;
     let mut report = BulkReplayReport {
         dry_run,
         matched: 0,

@@ -100,10 +100,15 @@ pub(crate) async fn publish_event(
         traceparent: Some(request_trace_or_new(&headers)),
     };
     let id = event.id;
-    state.events.call(event).await.map_err(|e| {
-        tracing::warn!(error = %format!("{e:#}"), "could not store an event");
-        Problem::unavailable("the event could not be stored; try again shortly")
-    })?;
+    state
+        .events
+        .call(event)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %format!("{e:#}"), "could not store an event");
+            Problem::unavailable("the event could not be stored; try again shortly")
+        })?
+        .map_err(Problem::from)?;
     Ok((StatusCode::ACCEPTED, Json(PublishedEvent { id })).into_response())
 }
 
