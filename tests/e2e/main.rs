@@ -26,6 +26,7 @@ mod remote_workers;
 mod retention;
 mod sagas;
 mod schedules;
+mod sdks;
 mod sealed_secrets;
 mod secrets_in_logs;
 mod throwaway;
