@@ -113,7 +113,7 @@ enum KeysCommand {
         /// The key's name, to tell keys apart: makes it over the API.
         #[arg(long)]
         name: Option<String>,
-        /// Scopes: jobs:write, jobs:read, webhooks:write, webhooks:read, admin (implies all).
+        /// Scopes: jobs:write, jobs:read, webhooks:write, webhooks:read, workers, admin (implies all).
         #[arg(long = "scope", value_delimiter = ',', default_values = ["jobs:write", "jobs:read"])]
         scopes: Vec<String>,
         /// Requests per second for this key (per API process), instead of
