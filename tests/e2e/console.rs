@@ -143,7 +143,16 @@ async fn an_operator_signs_in_sees_a_dead_job_replays_it_and_sees_it_succeed() {
     let keys_before = app.count("SELECT count(*) FROM api_keys").await;
     b.goto(&format!("{}/ui/keys", app.url)).await;
     b.click("#create-key").await;
-    let refused = b.source().await;
+    // The refusal comes back at the same URL: wait for its page, not for an address (the
+    // click may return before the answer has replaced the form, seen once in CI).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let page = b.source().await;
+        if page.contains(r#"id="problem""#) || Instant::now() > deadline {
+            break page;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     for field in ["<code>name</code>", "<code>scopes</code>"] {
         assert!(refused.contains(field), "no {field} in the refusal");
     }

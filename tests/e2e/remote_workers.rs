@@ -136,6 +136,18 @@ async fn a_remote_worker_leases_runs_and_completes_a_declared_job() {
     assert_eq!(workers[0].name, "w-1");
     assert_eq!(workers[0].types, vec!["resize-image".to_owned()]);
     assert_eq!(workers[0].jobs_in_hand, 0);
+    // Metrics count it under the label `remote`: a tenant's type names stay out of them.
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains(r#"type="remote""#), "{metrics}");
+    assert!(!metrics.contains("resize-image"), "{metrics}");
     // No in-process worker ever saw it: it had no message in RabbitMQ.
     assert_eq!(
         app.count("SELECT count(*) FROM job_attempts WHERE worker <> 'w-1'")

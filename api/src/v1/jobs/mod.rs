@@ -58,6 +58,16 @@ pub(crate) async fn rules(state: &AppState, tenant_id: uuid::Uuid) -> ApiResult<
     })
 }
 
+/// A job type as a metric's label: the deployment's own names, and `remote` for every type a
+/// tenant declared (tenants' text would make the label set unbounded).
+pub(crate) fn type_label<'a>(state: &AppState, job_type: &'a str) -> &'a str {
+    if state.catalog.contains(job_type) {
+        job_type
+    } else {
+        "remote"
+    }
+}
+
 /// A job with its `Location`.
 pub(crate) fn with_location(status: StatusCode, job: Job) -> Response {
     located(status, format!("/v1/jobs/{}", job.id), job)
@@ -113,7 +123,7 @@ pub(crate) async fn submit_job(
         .map_err(Problem::from)?;
     match inserted {
         InsertOutcome::Created(job) => {
-            conveyor_core::metrics::job_submitted(&job.queue, &job.job_type);
+            conveyor_core::metrics::job_submitted(&job.queue, type_label(&state, &job.job_type));
             if job.status == JobStatus::Queued {
                 state.relay.kick();
             }
@@ -214,7 +224,7 @@ pub(crate) async fn submit_job_batch(
     for o in outcomes {
         match o {
             InsertOutcome::Created(j) => {
-                conveyor_core::metrics::job_submitted(&j.queue, &j.job_type);
+                conveyor_core::metrics::job_submitted(&j.queue, type_label(&state, &j.job_type));
                 out.push(j)
             }
             InsertOutcome::Existing(j) => out.push(j),
