@@ -723,6 +723,34 @@ async fn a_types_concurrency_limit_holds_across_lease_requests() {
         .unwrap()
         .jobs;
     assert_eq!(next.len(), 1, "room for one more");
+
+    // The limit is the tenant's: another tenant's type of the same name, with the same limit,
+    // leases its own two while this tenant's are at the limit.
+    let other = app
+        .api
+        .with_key(&app.key_for("neighbour", &[Scope::Admin]).await);
+    other
+        .declare_job_type(
+            "scarce",
+            &DeclareJobType {
+                concurrency_limit: Some(2),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        other
+            .submit_job(&serde_json::from_value(json!({"type": "scarce"})).unwrap())
+            .await
+            .unwrap();
+    }
+    let theirs = other
+        .lease_jobs(&lease(&["scarce"], 10, 0, 30))
+        .await
+        .unwrap()
+        .jobs;
+    assert_eq!(theirs.len(), 2, "held back by nobody else's running jobs");
     app.stop().await;
 }
 
